@@ -1,0 +1,91 @@
+/* The VM manager: VM records, lifecycle operations and the reconciler.
+ *
+ * vm/ owns the desired state (what the user asked for) and the observed
+ * state (what the hypervisor reports), both recorded in the store under
+ * /nc/vms/<name>. Every user action becomes an operation run on its own
+ * thread; one operation at a time per VM. A reconciler thread compares the
+ * two states every reconcile_interval_ms and records what it sees, so a
+ * QEMU that dies behind our back shows up as "failed", not as a stale
+ * "running".
+ *
+ * At start-up the manager re-adopts every VM whose QEMU survived a daemon
+ * restart (through its pid file and QMP socket) and never kills one. */
+#ifndef NC_VM_MANAGER_H
+#define NC_VM_MANAGER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "hv/hv.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/errinfo.h"
+#include "vm/state.h"
+
+struct nc_vmm;
+struct nc_ops;
+struct nc_events;
+struct nc_metrics;
+
+/* Disk operations, a vtable so tests can replace them. */
+struct nc_vmm_disk_ops {
+  int version; /* 1 */
+  void *data;
+  /* Creates a copy-on-write overlay at overlay over base. */
+  int (*create_overlay)(void *data, const char *base, const char *overlay);
+};
+
+struct nc_vmm_config {
+  const char *data_dir;  /* VM files go to <data_dir>/vms/<name>/ */
+  const char *node_name;
+  struct nc_store *store;
+  struct nc_hv *hv;
+  struct nc_vmm_disk_ops disk;
+  struct nc_clock *clock;
+  struct nc_rand *rand;
+  struct nc_metrics *metrics; /* may be NULL */
+  struct nc_events *events;
+  struct nc_ops *ops;
+  enum nc_hv_accel accel;
+  int reconcile_interval_ms; /* default 1000 */
+  int stop_timeout_ms;       /* default 30000: ACPI grace before quit */
+  int max_running_ops;       /* default 32 */
+};
+
+/* The config's pointers must outlive the manager. */
+int nc_vmm_new(const struct nc_vmm_config *cfg, struct nc_vmm **out);
+/* Loads VM records, re-adopts surviving QEMUs, starts the reconciler. */
+int nc_vmm_start(struct nc_vmm *vmm);
+/* Stops the reconciler, waits for running operations to end (they are
+ * asked to cancel), releases hypervisor handles. VMs keep running.
+ * Accepts NULL. */
+void nc_vmm_free(struct nc_vmm *vmm);
+
+void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel);
+
+/* Each returns 0 with a new JSON reference in *out, or a negative code with
+ * err filled for the user. */
+int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err);
+int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_errinfo *err);
+json_t *nc_vmm_list(struct nc_vmm *vmm);
+/* action: start stop pause resume reboot delete; body may be NULL. *out is
+ * {"operation": OP}. */
+int nc_vmm_action(struct nc_vmm *vmm, const char *name, enum nc_vm_action action, json_t *body,
+                  json_t **out, struct nc_errinfo *err);
+int nc_vmm_snapshot_list(struct nc_vmm *vmm, const char *name, json_t **out,
+                         struct nc_errinfo *err);
+int nc_vmm_snapshot_create(struct nc_vmm *vmm, const char *name, json_t *body, json_t **out,
+                           struct nc_errinfo *err);
+int nc_vmm_snapshot_restore(struct nc_vmm *vmm, const char *name, const char *snap,
+                            json_t **out, struct nc_errinfo *err);
+int nc_vmm_snapshot_delete(struct nc_vmm *vmm, const char *name, const char *snap,
+                           json_t **out, struct nc_errinfo *err);
+int nc_vmm_clone(struct nc_vmm *vmm, const char *name, json_t *body, json_t **out,
+                 struct nc_errinfo *err);
+/* Path of the serial log of a VM (for the console tail route). */
+int nc_vmm_console_log_path(struct nc_vmm *vmm, const char *name, char *out, size_t len,
+                            struct nc_errinfo *err);
+/* Node summary: capacity, allocation, VMs by state. New reference. */
+json_t *nc_vmm_node_json(struct nc_vmm *vmm);
+
+#endif
