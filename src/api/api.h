@@ -1,0 +1,55 @@
+/* The REST API (/v1), the event stream, /metrics and the health probes,
+ * served by libmicrohttpd.
+ *
+ * Two listeners share one route table:
+ *  - a unix socket (mode 0600) that needs no token: local root only;
+ *  - an optional TCP listener that needs "Authorization: Bearer <token>"
+ *    on every route except /healthz, /readyz and /metrics.
+ * Each connection gets its own thread (long polls and the event stream
+ * block), capped at NC_API_CONNECTIONS_MAX per listener. Request bodies are
+ * capped at NC_API_BODY_MAX; anything bigger is answered 413 and never
+ * buffered. */
+#ifndef NC_API_API_H
+#define NC_API_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define NC_API_BODY_MAX (64 * 1024)
+#define NC_API_CONNECTIONS_MAX 256
+
+struct nc_api;
+struct nc_vmm;
+struct nc_ops;
+struct nc_events;
+struct nc_metrics;
+struct nc_store;
+
+struct nc_api_config {
+  struct nc_vmm *vmm;
+  struct nc_ops *ops;
+  struct nc_events *events;
+  struct nc_metrics *metrics;
+  struct nc_store *store;
+  const char *unix_path;   /* NULL: no unix listener */
+  const char *listen_host; /* NULL: no TCP listener */
+  int listen_port;         /* 0 with a host: pick a free port */
+  const char *token;       /* required for TCP */
+  /* Readiness: returns {"ready": bool, "components": [...]}; new ref. */
+  json_t *(*readiness)(void *data);
+  void *readiness_data;
+};
+
+/* Binds and starts serving. The config's pointers must outlive the API. */
+int nc_api_start(const struct nc_api_config *cfg, struct nc_api **out);
+/* The TCP port actually bound (useful with listen_port 0), or 0. */
+int nc_api_tcp_port(const struct nc_api *api);
+/* Stops the listeners, waits for connection threads. Accepts NULL. */
+void nc_api_stop(struct nc_api *api);
+
+/* The route table, for documentation checks: fills method and template
+ * (e.g. "POST", "/v1/vms/{name}/start") for route i; false past the end. */
+bool nc_api_route_at(size_t i, const char **method, const char **tmpl);
+
+#endif
