@@ -778,7 +778,7 @@ int nc_api_start(const struct nc_api_config *cfg, struct nc_api **out) {
         "API request latency by route template.", l_dur, buckets,
         sizeof buckets / sizeof buckets[0]);
   }
-  int rc = 0, fd;
+  int rc = 0, fd = -1;
   if (cfg->unix_path) {
     if ((rc = unix_listener(cfg->unix_path, &fd)) != 0) {
       nc_error("api", "cannot listen on %s: %s", cfg->unix_path, nc_strerror(rc));

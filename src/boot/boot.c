@@ -95,7 +95,7 @@ int nc_boot_run(struct nc_boot *b, char *err, size_t err_len) {
       s->start_seconds = since(&ts);
       if (rc == 0) {
         s->started = true;
-        if (strcmp(s->status, "pending") == 0 || strcmp(s->status, "failed") == 0)
+        if (strcmp(s->status, "pending") == 0) /* unless it reported for itself */
           snprintf(s->status, sizeof s->status, "up");
         if (msg[0])
           snprintf(s->message, sizeof s->message, "%s", msg);

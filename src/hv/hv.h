@@ -74,7 +74,8 @@ struct nc_hv_ops {
   /* ACPI power-down; waits up to timeout_ms for the guest to power off,
    * then quits QEMU. 0 when the process is gone. */
   int (*shutdown)(struct nc_hv_vm *vm, int timeout_ms);
-  /* Ends the process at once (quit, then SIGKILL). Always leaves it gone. */
+  /* Ends the process at once (quit, then SIGKILL). Always leaves it gone
+   * and frees the handle, whatever it returns. */
   int (*kill)(struct nc_hv_vm *vm);
   int (*stats)(struct nc_hv_vm *vm, struct nc_hv_stats *out);
   /* Internal snapshot (disk + memory) stored in the qcow2 overlay. */

@@ -73,3 +73,11 @@ void nc_rand_hex(struct nc_rand *r, char *out, size_t len) {
   }
   out[o] = '\0';
 }
+
+void nc_iso8601(int64_t ms, char *out, size_t len) {
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}

@@ -43,4 +43,8 @@ static inline int64_t nc_wall_ms(struct nc_clock *c) { return c->wall_ms(c); }
 /* Fills buf with len random bytes, hex-encoded into out (2*len+1 bytes). */
 void nc_rand_hex(struct nc_rand *r, char *out, size_t len);
 
+#define NC_ISO8601_LEN 64
+/* Formats wall-clock ms as "2026-11-27T23:00:00.000Z". */
+void nc_iso8601(int64_t ms, char *out, size_t len);
+
 #endif

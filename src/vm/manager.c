@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "obs/metrics.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "util/size.h"
@@ -139,14 +140,6 @@ static void run_file(struct nc_vmm *vmm, const char *name, const char *file, cha
 
 /* ---- records ------------------------------------------------------------ */
 
-static void iso8601(int64_t ms, char *out, size_t len) {
-  time_t s = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&s, &tm);
-  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
 static const char *accel_name(enum nc_hv_accel a) { return a == NC_ACCEL_KVM ? "kvm" : "tcg"; }
 
 /* Caller holds vmm->mu. The stored form. */
@@ -246,8 +239,8 @@ static int set_state_locked(struct nc_vmm *vmm, struct vm_entry *e, enum nc_vm_s
   save_locked(vmm, e);
   nc_info("vm", "vm \"%s\": %s -> %s%s%s", e->spec.name, nc_vm_state_name(from),
           nc_vm_state_name(to), e->reason[0] ? ": " : "", e->reason);
-  char at[40];
-  iso8601(now, at, sizeof at);
+  char at[NC_ISO8601_LEN];
+  nc_iso8601(now, at, sizeof at);
   nc_events_publish(vmm->cfg.events, "vm.state",
                     json_pack("{s:s, s:s, s:s, s:s, s:s}", "vm", e->spec.name, "from",
                               nc_vm_state_name(from), "to", nc_vm_state_name(to), "reason",
@@ -278,9 +271,9 @@ static void set_desired(struct nc_vmm *vmm, struct vm_entry *e, enum nc_vm_state
 /* Caller holds vmm->mu. The API form. */
 static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e) {
   json_t *j = nc_vm_spec_to_json(&e->spec);
-  char c[40], ch[40], sock[1200], log[1200];
-  iso8601(e->created_ms, c, sizeof c);
-  iso8601(e->changed_ms, ch, sizeof ch);
+  char c[NC_ISO8601_LEN], ch[NC_ISO8601_LEN], sock[1200], log[1200];
+  nc_iso8601(e->created_ms, c, sizeof c);
+  nc_iso8601(e->changed_ms, ch, sizeof ch);
   run_file(vmm, e->spec.name, "serial.sock", sock, sizeof sock);
   run_file(vmm, e->spec.name, "serial.log", log, sizeof log);
   json_object_set_new(j, "state", json_string(nc_vm_state_name(e->state)));
@@ -299,8 +292,8 @@ static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e) {
   size_t i;
   json_t *s;
   json_array_foreach(e->snapshots, i, s) {
-    char at[40];
-    iso8601(json_integer_value(json_object_get(s, "created_ms")), at, sizeof at);
+    char at[NC_ISO8601_LEN];
+    nc_iso8601(json_integer_value(json_object_get(s, "created_ms")), at, sizeof at);
     json_array_append_new(snaps, json_pack("{s:O, s:s}", "name", json_object_get(s, "name"),
                                            "created_at", at));
   }
@@ -432,10 +425,9 @@ static enum nc_vm_state map_hv_state(enum nc_hv_state s) {
 static void hv_kill_locked(struct nc_vmm *vmm, struct vm_entry *e) {
   if (!e->hv)
     return;
-  int rc = vmm->cfg.hv->ops->kill(e->hv);
+  int rc = vmm->cfg.hv->ops->kill(e->hv); /* frees the handle, whatever it returns */
   if (rc)
     nc_warn("vm", "vm \"%s\": kill: %s", e->spec.name, nc_strerror(rc));
-  vmm->cfg.hv->ops->release(e->hv);
   e->hv = NULL;
   e->stats_valid = false;
 }
@@ -451,7 +443,7 @@ struct op_ctx {
   bool force;
   bool start_after;
   int timeout_ms;
-  char snap[NC_NAME_MAX + 1];
+  char snap[NC_NAME_MAX + 2]; /* "-name" marks a delete */
   enum nc_vm_state prev_state;
 };
 
@@ -1194,8 +1186,9 @@ static void reconcile_one(struct nc_vmm *vmm, struct vm_entry *e) {
   bool gone = h && hst == NC_HV_GONE && (rc == 0 || rc == -ESRCH);
   if (powered_off || gone) {
     if (powered_off)
-      ops->kill(h);
-    ops->release(h);
+      ops->kill(h); /* frees h */
+    else
+      ops->release(h);
     e->hv = NULL;
     e->stats_valid = false;
   }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "vm/events.h"
@@ -49,25 +50,17 @@ const char *nc_op_status_name(enum nc_op_status s) {
 
 static bool finished(const struct nc_op *op) { return op->status >= NC_OP_SUCCEEDED; }
 
-static void iso8601(int64_t ms, char *out, size_t len) {
-  time_t s = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&s, &tm);
-  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
 /* Caller holds ops->mu. */
 static json_t *to_json_locked(const struct nc_op *op) {
-  char c[40], u[40], f[40];
-  iso8601(op->created_ms, c, sizeof c);
-  iso8601(op->updated_ms, u, sizeof u);
+  char c[NC_ISO8601_LEN], u[NC_ISO8601_LEN], f[NC_ISO8601_LEN];
+  nc_iso8601(op->created_ms, c, sizeof c);
+  nc_iso8601(op->updated_ms, u, sizeof u);
   json_t *err = json_null();
   if (op->status == NC_OP_FAILED || op->status == NC_OP_CANCELLED)
     err = json_pack("{s:s, s:s}", "code", op->err_code, "message", op->err_message);
   json_t *fin = json_null();
   if (finished(op)) {
-    iso8601(op->finished_ms, f, sizeof f);
+    nc_iso8601(op->finished_ms, f, sizeof f);
     fin = json_string(f);
   }
   return json_pack("{s:s, s:s, s:s, s:s, s:f, s:s, s:o, s:s, s:s, s:o, s:b, s:I, s:I, s:I}",

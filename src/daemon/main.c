@@ -1,0 +1,517 @@
+/* novacrond: the per-host daemon.
+ *
+ * Start-up runs through the component registry (boot/boot.h); every part
+ * of the daemon is one component below, with its context passed in, not
+ * kept in globals. The main thread then waits for SIGTERM/SIGINT; on a
+ * signal the API stops first, then the VM manager (which leaves every VM
+ * running: a daemon restart never stops a guest), then the store. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "boot/boot.h"
+#include "boot/config.h"
+#include "hv/qemu.h"
+#include "nc_version.h"
+#include "obs/metrics.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "vm/events.h"
+#include "vm/image.h"
+#include "vm/manager.h"
+#include "vm/ops.h"
+
+#define DEFAULT_CONFIG "/etc/novacron/novacrond.conf"
+#define QEMU_MIN_MAJOR 9
+
+struct daemon {
+  struct nc_config cfg;
+  struct nc_boot *boot;
+  int lock_fd;
+  char token[65];
+  int qemu_major, qemu_minor;
+  enum nc_hv_accel accel;
+  struct nc_metrics *metrics;
+  struct nc_store *store;
+  struct nc_hv *hv;
+  struct nc_events *events;
+  struct nc_ops *ops;
+  struct nc_vmm *vmm;
+  struct nc_api *api;
+  pthread_t probe_thread;
+  bool probe_running;
+};
+
+/* ---- pre-init ----------------------------------------------------------- */
+
+static int c_logging(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  enum nc_log_level l;
+  if (nc_log_parse_level(d->cfg.log_level, &l) != 0) {
+    snprintf(err, len, "log_level \"%s\" is not debug, info, warn or error", d->cfg.log_level);
+    return -EINVAL;
+  }
+  nc_log_set_level(l);
+  return 0;
+}
+
+static int c_metrics(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  int rc = nc_metrics_new(&d->metrics);
+  if (rc)
+    return rc;
+  struct nc_metric *bi = nc_metrics_register(
+      d->metrics, NC_METRIC_GAUGE, "novacron_build_info", "Build information; always 1.",
+      (const char *const[]){"version", "qemu_version", NULL}, NULL, 0);
+  char qv[32];
+  snprintf(qv, sizeof qv, "%d.%d", d->qemu_major, d->qemu_minor);
+  nc_metric_set(bi, (const char *const[]){NC_VERSION, qv}, 1);
+  nc_boot_export_metrics(d->boot, d->metrics);
+  return 0;
+}
+
+static int c_qemu(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  int rc = nc_hv_qemu_version(d->cfg.qemu, &d->qemu_major, &d->qemu_minor);
+  if (rc) {
+    snprintf(err, len,
+             "cannot run \"%s --version\" (%s): install QEMU >= %d.0, on Debian 12 with "
+             "`apt-get install -t bookworm-backports qemu-system-x86 qemu-utils` "
+             "(scripts/install-deps does this), or set `qemu = /path` in the config",
+             d->cfg.qemu, nc_strerror(rc), QEMU_MIN_MAJOR);
+    return rc;
+  }
+  if (d->qemu_major < QEMU_MIN_MAJOR) {
+    snprintf(err, len,
+             "QEMU %d.%d is too old: versions before %d.0 corrupt TCG guests migrated while "
+             "they write memory. Install QEMU from bookworm-backports: `apt-get install -t "
+             "bookworm-backports qemu-system-x86 qemu-utils`",
+             d->qemu_major, d->qemu_minor, QEMU_MIN_MAJOR);
+    return -ENOTSUP;
+  }
+  nc_info("boot", "QEMU %d.%d at %s", d->qemu_major, d->qemu_minor, d->cfg.qemu);
+  return 0;
+}
+
+static int c_accel(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  d->accel = NC_ACCEL_TCG;
+  if (d->cfg.accel == NC_ACCEL_PREF_KVM) {
+    if (access("/dev/kvm", R_OK | W_OK) != 0) {
+      snprintf(err, len, "accel = kvm but /dev/kvm is not usable (%s); use accel = auto",
+               strerror(errno));
+      return -ENODEV;
+    }
+    d->accel = NC_ACCEL_KVM;
+  }
+  return 0;
+}
+
+/* ---- core --------------------------------------------------------------- */
+
+static int mkdir_p(const char *path) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p == '/') {
+      *p = '\0';
+      if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -errno;
+      *p = '/';
+    }
+  }
+  if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+    return -errno;
+  return 0;
+}
+
+static int c_data_dir(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  int rc = mkdir_p(d->cfg.data_dir);
+  if (rc) {
+    snprintf(err, len, "cannot create data directory %s: %s (use --data-dir)",
+             d->cfg.data_dir, nc_strerror(rc));
+    return rc;
+  }
+  char path[1100];
+  snprintf(path, sizeof path, "%s/novacrond.lock", d->cfg.data_dir);
+  d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    rc = -errno;
+    snprintf(err, len,
+             "another novacrond already uses %s (%s); stop it or pick another --data-dir",
+             d->cfg.data_dir, nc_strerror(rc));
+    if (d->lock_fd >= 0)
+      close(d->lock_fd);
+    d->lock_fd = -1;
+    return rc;
+  }
+  return 0;
+}
+
+static void s_data_dir(void *ctx) {
+  struct daemon *d = ctx;
+  if (d->lock_fd >= 0)
+    close(d->lock_fd);
+  d->lock_fd = -1;
+}
+
+static int c_token(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  char path[1100];
+  snprintf(path, sizeof path, "%s/api.token", d->cfg.data_dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, d->token, sizeof d->token - 1);
+    close(fd);
+    while (n > 0 && (d->token[n - 1] == '\n' || d->token[n - 1] == ' '))
+      n--;
+    if (n >= 32) {
+      d->token[n] = '\0';
+      return 0;
+    }
+    snprintf(err, len, "%s is shorter than 32 characters; delete it to get a new token", path);
+    return -EINVAL;
+  }
+  nc_rand_hex(nc_rand_system(), d->token, 32);
+  fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, d->token, 64) != 64 || write(fd, "\n", 1) != 1) {
+    int rc = -errno;
+    snprintf(err, len, "cannot write %s: %s", path, nc_strerror(rc));
+    if (fd >= 0)
+      close(fd);
+    return rc;
+  }
+  close(fd);
+  nc_info("boot", "created API token in %s", path);
+  return 0;
+}
+
+static int c_store(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  char uri[1200];
+  snprintf(uri, sizeof uri, "sqlite:%s/state.db", d->cfg.data_dir);
+  int rc = nc_store_open(uri, nc_clock_system(), &d->store);
+  if (rc)
+    snprintf(err, len, "cannot open the store %s: %s", uri, nc_strerror(rc));
+  return rc;
+}
+
+static void s_store(void *ctx) {
+  struct daemon *d = ctx;
+  nc_store_close(d->store);
+  d->store = NULL;
+}
+
+static int c_hv(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  struct nc_hv_qemu_config qc = {.qemu_path = d->cfg.qemu, .qemu_img_path = d->cfg.qemu_img};
+  int rc = nc_hv_qemu_new(&qc, &d->hv);
+  if (rc)
+    snprintf(err, len, "cannot set up the QEMU driver: %s", nc_strerror(rc));
+  return rc;
+}
+
+static void s_hv(void *ctx) {
+  struct daemon *d = ctx;
+  if (d->hv)
+    d->hv->ops->destroy(d->hv);
+  d->hv = NULL;
+}
+
+/* ---- services ----------------------------------------------------------- */
+
+static int disk_overlay(void *data, const char *base, const char *overlay) {
+  struct daemon *d = data;
+  return nc_hv_qemu_create_overlay(d->cfg.qemu_img, base, overlay);
+}
+
+static int c_vmm(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  int rc = nc_events_new(&d->events);
+  if (rc == 0)
+    rc = nc_ops_new(d->store, nc_clock_system(), nc_rand_system(), d->events, &d->ops);
+  if (rc == 0)
+    rc = nc_ops_recover(d->ops);
+  if (rc) {
+    snprintf(err, len, "cannot load operations: %s", nc_strerror(rc));
+    return rc;
+  }
+  struct nc_vmm_config vc = {
+      .data_dir = d->cfg.data_dir,
+      .node_name = d->cfg.node_name,
+      .store = d->store,
+      .hv = d->hv,
+      .disk = {1, d, disk_overlay},
+      .clock = nc_clock_system(),
+      .rand = nc_rand_system(),
+      .metrics = d->metrics,
+      .events = d->events,
+      .ops = d->ops,
+      .accel = d->accel,
+      .reconcile_interval_ms = d->cfg.reconcile_interval_ms,
+      .stop_timeout_ms = d->cfg.stop_timeout_s * 1000,
+  };
+  rc = nc_vmm_new(&vc, &d->vmm);
+  if (rc == 0)
+    rc = nc_vmm_start(d->vmm);
+  if (rc)
+    snprintf(err, len, "cannot start the VM manager: %s", nc_strerror(rc));
+  return rc;
+}
+
+static void s_vmm(void *ctx) {
+  struct daemon *d = ctx;
+  nc_vmm_free(d->vmm);
+  d->vmm = NULL;
+  nc_ops_free(d->ops);
+  d->ops = NULL;
+}
+
+static json_t *readiness(void *data) {
+  struct daemon *d = data;
+  return nc_boot_readiness(d->boot);
+}
+
+static int c_api(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  char sock[1100];
+  snprintf(sock, sizeof sock, "%s/api.sock", d->cfg.data_dir);
+  struct nc_api_config ac = {
+      .vmm = d->vmm,
+      .ops = d->ops,
+      .events = d->events,
+      .metrics = d->metrics,
+      .store = d->store,
+      .unix_path = sock,
+      .listen_host = d->cfg.listen_host[0] ? d->cfg.listen_host : NULL,
+      .listen_port = d->cfg.listen_port,
+      .token = d->token,
+      .readiness = readiness,
+      .readiness_data = d,
+  };
+  int rc = nc_api_start(&ac, &d->api);
+  if (rc) {
+    snprintf(err, len, "cannot serve the API on %s%s%s: %s", sock,
+             d->cfg.listen_host[0] ? " and " : "", d->cfg.listen_host, nc_strerror(rc));
+    return rc;
+  }
+  if (d->cfg.listen_host[0])
+    nc_info("api", "listening on %s:%d (bearer token in %s/api.token) and %s",
+            d->cfg.listen_host, nc_api_tcp_port(d->api), d->cfg.data_dir, sock);
+  else
+    nc_info("api", "listening on %s", sock);
+  return 0;
+}
+
+static void s_api(void *ctx) {
+  struct daemon *d = ctx;
+  nc_api_stop(d->api);
+  d->api = NULL;
+  nc_events_free(d->events);
+  d->events = NULL;
+}
+
+/* ---- accelerator probe (optional, in the background) --------------------- */
+
+/* Boots the first registered image's kernel under KVM with a deadline.
+ * Until it answers, VMs start on TCG; it never delays readiness. */
+static void *probe_main(void *arg) {
+  struct daemon *d = arg;
+  json_t *imgs = nc_image_list_json(d->store);
+  json_t *first = imgs ? json_array_get(json_object_get(imgs, "images"), 0) : NULL;
+  const char *kernel = first ? json_string_value(json_object_get(first, "kernel")) : NULL;
+  const char *initrd = first ? json_string_value(json_object_get(first, "initrd")) : NULL;
+  if (!kernel || !kernel[0]) {
+    nc_boot_set_status(d->boot, "accel-probe", "degraded",
+                       "no image registered to probe KVM with; using TCG (restart after "
+                       "registering an image to probe again)");
+  } else {
+    int works = nc_hv_qemu_probe_kvm(d->cfg.qemu, kernel, initrd && initrd[0] ? initrd : NULL,
+                                     "NCHB", d->cfg.kvm_probe_timeout_ms);
+    if (works == 1) {
+      nc_vmm_set_accel(d->vmm, NC_ACCEL_KVM);
+      nc_boot_set_status(d->boot, "accel-probe", "up", "KVM boots a guest: using kvm");
+      nc_info("boot", "KVM probe: a guest booted under KVM; new VMs use kvm");
+    } else {
+      nc_boot_set_status(d->boot, "accel-probe", "degraded",
+                         "KVM could not boot a guest here; using TCG (software emulation)");
+      nc_info("boot", "KVM probe: no guest booted under KVM within %d ms; new VMs use tcg",
+              d->cfg.kvm_probe_timeout_ms);
+    }
+  }
+  json_decref(imgs);
+  return NULL;
+}
+
+static int c_probe(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  if (d->cfg.accel != NC_ACCEL_PREF_AUTO) {
+    snprintf(err, len, "accel pinned to %s by configuration",
+             d->cfg.accel == NC_ACCEL_PREF_KVM ? "kvm" : "tcg");
+    return 0;
+  }
+  if (access("/dev/kvm", R_OK | W_OK) != 0) {
+    snprintf(err, len, "/dev/kvm is not usable; using TCG (software emulation)");
+    return -ENODEV;
+  }
+  if (pthread_create(&d->probe_thread, NULL, probe_main, d) != 0)
+    return -EAGAIN;
+  d->probe_running = true;
+  snprintf(err, len, "probing KVM in the background; TCG until it answers");
+  return 0;
+}
+
+static void s_probe(void *ctx) {
+  struct daemon *d = ctx;
+  if (d->probe_running)
+    pthread_join(d->probe_thread, NULL); /* bounded by kvm_probe_timeout_ms */
+  d->probe_running = false;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: novacrond [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
+          "                 [--node-name NAME] [--log-level debug|info|warn|error]\n"
+          "                 [--accel auto|tcg|kvm] [--qemu PATH] [--version]\n"
+          "\n"
+          "Flags override the config file (default %s, if it exists).\n"
+          "The API is always on <data-dir>/api.sock; --listen adds a TCP listener that\n"
+          "requires the bearer token in <data-dir>/api.token.\n",
+          DEFAULT_CONFIG);
+}
+
+static int parse_args(struct daemon *d, int argc, char **argv) {
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},   {"data-dir", required_argument, NULL, 'd'},
+      {"listen", required_argument, NULL, 'l'},   {"node-name", required_argument, NULL, 'n'},
+      {"log-level", required_argument, NULL, 'v'}, {"accel", required_argument, NULL, 'a'},
+      {"qemu", required_argument, NULL, 'q'},     {"version", no_argument, NULL, 'V'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+  };
+  const char *config = NULL;
+  bool explicit_config = false;
+  /* First pass: find --config, so flags can override the file. */
+  int c;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 'c') {
+      config = optarg;
+      explicit_config = true;
+    } else if (c == 'V') {
+      printf("novacrond %s\n", NC_VERSION);
+      exit(0);
+    } else if (c == 'h') {
+      usage(stdout);
+      exit(0);
+    } else if (c == '?') {
+      fprintf(stderr, "novacrond: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "novacrond: unexpected argument \"%s\"\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  nc_config_defaults(&d->cfg);
+  char err[600];
+  if (!config && access(DEFAULT_CONFIG, F_OK) == 0)
+    config = DEFAULT_CONFIG;
+  if (config && nc_config_load_file(&d->cfg, config, err, sizeof err) != 0) {
+    fprintf(stderr, "novacrond: config: %s\n", err);
+    return 2;
+  }
+  (void)explicit_config;
+  optind = 1;
+  static const char *const keys[] = {['d'] = "data_dir", ['l'] = "listen",
+                                     ['n'] = "node_name", ['v'] = "log_level",
+                                     ['a'] = "accel",    ['q'] = "qemu"};
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 'c' || c == 'V' || c == 'h')
+      continue;
+    if (nc_config_set(&d->cfg, keys[c], optarg, err, sizeof err) != 0) {
+      fprintf(stderr, "novacrond: %s\n", err);
+      return 2;
+    }
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  struct daemon d = {.lock_fd = -1};
+  int rc = parse_args(&d, argc, argv);
+  if (rc)
+    return rc;
+
+  /* Signals are taken synchronously by this thread; block them everywhere
+   * before any thread starts. QEMU children are detached: no SIGCHLD. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (nc_boot_new(&d, &d.boot) != 0)
+    return 1;
+  static const struct nc_component comps[] = {
+      {"logging", NC_PHASE_PREINIT, true, c_logging, NULL},
+      {"qemu", NC_PHASE_PREINIT, true, c_qemu, NULL},
+      {"accel", NC_PHASE_PREINIT, true, c_accel, NULL},
+      {"metrics", NC_PHASE_PREINIT, true, c_metrics, NULL},
+      {"data-dir", NC_PHASE_CORE, true, c_data_dir, s_data_dir},
+      {"api-token", NC_PHASE_CORE, true, c_token, NULL},
+      {"store", NC_PHASE_CORE, true, c_store, s_store},
+      {"hypervisor", NC_PHASE_CORE, true, c_hv, s_hv},
+      {"vm-manager", NC_PHASE_SERVICES, true, c_vmm, s_vmm},
+      {"api", NC_PHASE_SERVICES, true, c_api, s_api},
+      {"accel-probe", NC_PHASE_POSTINIT, false, c_probe, s_probe},
+  };
+  for (size_t i = 0; i < sizeof comps / sizeof comps[0]; i++)
+    nc_boot_register(d.boot, &comps[i]);
+
+  char err[1024];
+  rc = nc_boot_run(d.boot, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "novacrond: cannot start: %s\n", err);
+    nc_metrics_free(d.metrics);
+    nc_boot_free(d.boot);
+    return 1;
+  }
+  nc_info("boot", "novacrond %s ready in %.3f s (node %s, data dir %s, accel %s)", NC_VERSION,
+          nc_boot_ready_seconds(d.boot), d.cfg.node_name, d.cfg.data_dir,
+          d.accel == NC_ACCEL_KVM ? "kvm" : "tcg");
+
+  int sig = 0;
+  for (;;) {
+    sigwait(&set, &sig);
+    if (sig == SIGHUP) {
+      nc_info("main", "SIGHUP: configuration reload is not supported; restart to apply");
+      continue;
+    }
+    break;
+  }
+  nc_info("main", "signal %d: shutting down; VMs keep running", sig);
+  /* The probe must finish before the VM manager it updates goes away;
+   * stop in reverse start order does exactly that. */
+  nc_boot_shutdown(d.boot);
+  nc_metrics_free(d.metrics);
+  nc_boot_free(d.boot);
+  return 0;
+}
