@@ -325,7 +325,45 @@ static void s_api(void *ctx) {
 
 /* ---- accelerator probe (optional, in the background) --------------------- */
 
-/* Boots the first registered image's kernel under KVM with a deadline.
+/* The probe's verdict is cached in <data_dir>/kvm-probe, keyed by what
+ * could change it (QEMU version, the probe kernel and its mtime, the KVM
+ * device), so a restart does not spend seconds of CPU re-proving it. */
+static void probe_key(struct daemon *d, const char *kernel, char *out, size_t len) {
+  struct stat ks = {0}, kv = {0};
+  stat(kernel, &ks);
+  stat("/dev/kvm", &kv);
+  snprintf(out, len, "qemu=%d.%d kernel=%s mtime=%lld kvm=%llx", d->qemu_major, d->qemu_minor,
+           kernel, (long long)ks.st_mtime, (unsigned long long)kv.st_rdev);
+}
+
+static int probe_cached(struct daemon *d, const char *key) {
+  char path[1100], buf[1400];
+  snprintf(path, sizeof path, "%s/kvm-probe", d->cfg.data_dir);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  size_t kl = strlen(key);
+  if (n < kl + 2 || strncmp(buf, key, kl) != 0 || buf[kl] != '\n')
+    return -1;
+  return buf[kl + 1] == '1' ? 1 : 0;
+}
+
+static void probe_store(struct daemon *d, const char *key, int works) {
+  char path[1100];
+  snprintf(path, sizeof path, "%s/kvm-probe", d->cfg.data_dir);
+  FILE *f = fopen(path, "we");
+  if (!f)
+    return;
+  fprintf(f, "%s\n%d\n", key, works == 1);
+  fclose(f);
+}
+
+/* Boots the first registered image's kernel under KVM with a deadline and
+ * waits for the kernel to hand over to userspace ("Run /init as init
+ * process"): the failures seen on nested KVM hang before that.
  * Until it answers, VMs start on TCG; it never delays readiness. */
 static void *probe_main(void *arg) {
   struct daemon *d = arg;
@@ -338,8 +376,14 @@ static void *probe_main(void *arg) {
                        "no image registered to probe KVM with; using TCG (restart after "
                        "registering an image to probe again)");
   } else {
-    int works = nc_hv_qemu_probe_kvm(d->cfg.qemu, kernel, initrd && initrd[0] ? initrd : NULL,
-                                     "NCHB", d->cfg.kvm_probe_timeout_ms);
+    char key[1200];
+    probe_key(d, kernel, key, sizeof key);
+    int works = probe_cached(d, key);
+    if (works < 0) {
+      works = nc_hv_qemu_probe_kvm(d->cfg.qemu, kernel, initrd && initrd[0] ? initrd : NULL,
+                                   "Run /", d->cfg.kvm_probe_timeout_ms);
+      probe_store(d, key, works);
+    }
     if (works == 1) {
       nc_vmm_set_accel(d->vmm, NC_ACCEL_KVM);
       nc_boot_set_status(d->boot, "accel-probe", "up", "KVM boots a guest: using kvm");

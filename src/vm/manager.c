@@ -268,8 +268,9 @@ static void set_desired(struct nc_vmm *vmm, struct vm_entry *e, enum nc_vm_state
   pthread_mutex_unlock(&vmm->mu);
 }
 
-/* Caller holds vmm->mu. The API form. */
-static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e) {
+/* Caller holds vmm->mu. The API form; the transition history only in the
+ * single-VM view (it is most of the bytes of a list). */
+static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e, bool with_history) {
   json_t *j = nc_vm_spec_to_json(&e->spec);
   char c[NC_ISO8601_LEN], ch[NC_ISO8601_LEN], sock[1200], log[1200];
   nc_iso8601(e->created_ms, c, sizeof c);
@@ -298,7 +299,8 @@ static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e) {
                                            "created_at", at));
   }
   json_object_set_new(j, "snapshots", snaps);
-  json_object_set(j, "history", e->history);
+  if (with_history)
+    json_object_set(j, "history", e->history);
   return j;
 }
 
@@ -904,7 +906,7 @@ int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errin
       nc_warn("vm", "vm \"%s\": defined but not started: %s", e->spec.name, serr.message);
     }
   }
-  *out = json_pack("{s:o, s:o}", "vm", vm_json_locked(vmm, e), "operation", opj);
+  *out = json_pack("{s:o, s:o}", "vm", vm_json_locked(vmm, e, true), "operation", opj);
   pthread_mutex_unlock(&vmm->mu);
   return 0;
 }
@@ -913,7 +915,7 @@ int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_err
   pthread_mutex_lock(&vmm->mu);
   struct vm_entry *e = find_locked(vmm, name);
   if (e)
-    *out = vm_json_locked(vmm, e);
+    *out = vm_json_locked(vmm, e, true);
   pthread_mutex_unlock(&vmm->mu);
   return e ? 0 : not_found(name, err);
 }
@@ -922,7 +924,7 @@ json_t *nc_vmm_list(struct nc_vmm *vmm) {
   json_t *arr = json_array();
   pthread_mutex_lock(&vmm->mu);
   for (size_t i = 0; i < vmm->n; i++)
-    json_array_append_new(arr, vm_json_locked(vmm, vmm->vms[i]));
+    json_array_append_new(arr, vm_json_locked(vmm, vmm->vms[i], false));
   pthread_mutex_unlock(&vmm->mu);
   return json_pack("{s:o}", "vms", arr);
 }
