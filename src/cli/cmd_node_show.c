@@ -1,0 +1,110 @@
+/* novacron node show: GET /v1/node. The node object is open-ended, so the
+ * table form flattens it: nested objects become "parent.child" keys and
+ * arrays of scalars are joined with ", ". */
+#include "cli/args.h"
+#include "cli/call.h"
+#include "cli/table.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NODE_MAX_DEPTH 4
+
+static void scalar(const json_t *v, char *buf, size_t n) {
+  switch (json_typeof(v)) {
+  case JSON_STRING:
+    snprintf(buf, n, "%s", json_string_value(v));
+    break;
+  case JSON_INTEGER:
+    snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    break;
+  case JSON_REAL:
+    snprintf(buf, n, "%g", json_real_value(v));
+    break;
+  case JSON_TRUE:
+    snprintf(buf, n, "true");
+    break;
+  case JSON_FALSE:
+    snprintf(buf, n, "false");
+    break;
+  default:
+    snprintf(buf, n, "-");
+    break;
+  }
+}
+
+static bool all_scalars(const json_t *arr) {
+  size_t i;
+  const json_t *v;
+  json_array_foreach(arr, i, v) {
+    if (json_is_object(v) || json_is_array(v))
+      return false;
+  }
+  return true;
+}
+
+static void flatten(FILE *f, const char *prefix, const json_t *v, int depth) {
+  char buf[1024];
+  if (json_is_object(v) && depth < NODE_MAX_DEPTH) {
+    const char *key;
+    const json_t *child;
+    json_object_foreach((json_t *)v, key, child) {
+      char name[256];
+      snprintf(name, sizeof name, "%s%s%s", prefix, *prefix ? "." : "", key);
+      flatten(f, name, child, depth + 1);
+    }
+    return;
+  }
+  if (json_is_array(v) && depth < NODE_MAX_DEPTH) {
+    if (all_scalars(v)) {
+      size_t o = 0, i;
+      const json_t *e;
+      buf[0] = '\0';
+      json_array_foreach(v, i, e) {
+        char one[256];
+        scalar(e, one, sizeof one);
+        int w = snprintf(buf + o, sizeof buf - o, "%s%s", i ? ", " : "", one);
+        if (w < 0 || (size_t)w >= sizeof buf - o)
+          break;
+        o += (size_t)w;
+      }
+      nc_cli_kv(f, 20, prefix, buf);
+      return;
+    }
+    size_t i;
+    const json_t *e;
+    json_array_foreach(v, i, e) {
+      char name[256];
+      snprintf(name, sizeof name, "%s[%zu]", prefix, i);
+      flatten(f, name, e, depth + 1);
+    }
+    return;
+  }
+  if (json_is_object(v) || json_is_array(v)) {
+    char *text = json_dumps(v, JSON_COMPACT);
+    nc_cli_kv(f, 20, prefix, text);
+    free(text);
+    return;
+  }
+  scalar(v, buf, sizeof buf);
+  nc_cli_kv(f, 20, prefix, buf);
+}
+
+int nc_cli_cmd_node_show(struct nc_cli *cli, int argc, char **argv) {
+  const struct nc_cli_argspec spec = {NULL, NULL, 0, 0};
+  json_t *node = NULL;
+  int rc;
+
+  rc = nc_cli_args_parse(cli, &spec, argc, argv, NULL);
+  if (rc != 0)
+    return nc_cli_args_status(rc);
+  rc = nc_cli_call(cli, "GET", "/v1/node", NULL, &node);
+  if (rc != NC_CLI_EXIT_OK)
+    return rc;
+  if (cli->output == NC_CLI_OUTPUT_JSON)
+    nc_cli_print_json(cli, node);
+  else
+    flatten(cli->out, "", node, 0);
+  json_decref(node);
+  return NC_CLI_EXIT_OK;
+}
