@@ -45,8 +45,8 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      "attach to a VM's serial console (Ctrl-] leaves), or print its log",
      "  --log                  print the tail of the serial log instead of attaching\n"
      "  --tail-bytes N         with --log: how much of the log (server default 64 KiB)\n"
-     "  --drain SECONDS        stdin not a tty: after it ends, wait this long for quiet\n"
-     "                         output before leaving (default 1)\n",
+     "  --drain SECONDS        stdin not a tty: after it ends, leave once the guest was\n"
+     "                         quiet this long (default 1; at most 5x that in all)\n",
      nc_cli_cmd_vm_console},
     {"vm", "snapshot", "NAME SNAP [--no-wait]", "take snapshot SNAP of a VM", WAIT_HELP,
      nc_cli_cmd_vm_snapshot},

@@ -3,6 +3,7 @@
  * arrays of scalars are joined with ", ". */
 #include "cli/args.h"
 #include "cli/call.h"
+#include "cli/fmt.h"
 #include "cli/table.h"
 
 #include <stdlib.h>
@@ -43,7 +44,25 @@ static bool all_scalars(const json_t *arr) {
   return true;
 }
 
-static void flatten(FILE *f, const char *prefix, const json_t *v, int depth) {
+/* Key column width: the longest flattened key, within reason. */
+#define NODE_KEY_MAX_WIDTH 32
+
+struct flat {
+  FILE *f;     /* NULL: only measure */
+  int width;
+};
+
+static void emit(struct flat *fl, const char *key, const char *value) {
+  int len = (int)strlen(key);
+  if (fl->f == NULL) {
+    if (len > fl->width && len <= NODE_KEY_MAX_WIDTH)
+      fl->width = len;
+    return;
+  }
+  nc_cli_kv(fl->f, fl->width, key, value);
+}
+
+static void flatten(struct flat *fl, const char *prefix, const json_t *v, int depth) {
   char buf[1024];
   if (json_is_object(v) && depth < NODE_MAX_DEPTH) {
     const char *key;
@@ -51,7 +70,7 @@ static void flatten(FILE *f, const char *prefix, const json_t *v, int depth) {
     json_object_foreach((json_t *)v, key, child) {
       char name[256];
       snprintf(name, sizeof name, "%s%s%s", prefix, *prefix ? "." : "", key);
-      flatten(f, name, child, depth + 1);
+      flatten(fl, name, child, depth + 1);
     }
     return;
   }
@@ -68,7 +87,7 @@ static void flatten(FILE *f, const char *prefix, const json_t *v, int depth) {
           break;
         o += (size_t)w;
       }
-      nc_cli_kv(f, 20, prefix, buf);
+      emit(fl, prefix, buf);
       return;
     }
     size_t i;
@@ -76,18 +95,26 @@ static void flatten(FILE *f, const char *prefix, const json_t *v, int depth) {
     json_array_foreach(v, i, e) {
       char name[256];
       snprintf(name, sizeof name, "%s[%zu]", prefix, i);
-      flatten(f, name, e, depth + 1);
+      flatten(fl, name, e, depth + 1);
     }
     return;
   }
   if (json_is_object(v) || json_is_array(v)) {
     char *text = json_dumps(v, JSON_COMPACT);
-    nc_cli_kv(f, 20, prefix, text);
+    emit(fl, prefix, text);
     free(text);
     return;
   }
   scalar(v, buf, sizeof buf);
-  nc_cli_kv(f, 20, prefix, buf);
+  size_t plen = strlen(prefix);
+  if (json_is_integer(v) && json_integer_value(v) > 0 && plen > 6 &&
+      strcmp(prefix + plen - 6, "_bytes") == 0) {
+    /* Units in names (STYLE.md): show *_bytes for people too. */
+    char human[32];
+    nc_cli_size_human((uint64_t)json_integer_value(v), human, sizeof human);
+    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " (%s)", human);
+  }
+  emit(fl, prefix, buf);
 }
 
 int nc_cli_cmd_node_show(struct nc_cli *cli, int argc, char **argv) {
@@ -103,8 +130,12 @@ int nc_cli_cmd_node_show(struct nc_cli *cli, int argc, char **argv) {
     return rc;
   if (cli->output == NC_CLI_OUTPUT_JSON)
     nc_cli_print_json(cli, node);
-  else
-    flatten(cli->out, "", node, 0);
+  else {
+    struct flat fl = {NULL, 0};
+    flatten(&fl, "", node, 0); /* measure */
+    fl.f = cli->out;
+    flatten(&fl, "", node, 0);
+  }
   json_decref(node);
   return NC_CLI_EXIT_OK;
 }

@@ -6,7 +6,7 @@
  * On a terminal the relay runs in raw mode and Ctrl-] leaves; the terminal
  * is restored on every way out, signals included. Without a terminal
  * (piped input, as tests do) it relays until stdin ends, then waits for the
- * guest's output to go quiet for --drain seconds. */
+ * guest's output to go quiet for --drain seconds (at most five times that). */
 #include "cli/action.h"
 #include "cli/args.h"
 #include "cli/call.h"
@@ -20,8 +20,11 @@
 #include <termios.h>
 #include <unistd.h>
 
+/* After piped input ends: leave once the guest was quiet for the drain
+ * time, and at the latest NC_CLI_DRAIN_MAX_FACTOR drain times after the
+ * input ended (a guest that prints heartbeats is never quiet). */
 #define NC_CLI_DRAIN_QUIET_MS 1000
-#define NC_CLI_DRAIN_MAX_MS 30000
+#define NC_CLI_DRAIN_MAX_FACTOR 5
 
 /* Set by the signal handler; a global because signal handlers get no
  * argument. Only this file touches it. */
@@ -165,7 +168,7 @@ int nc_cli_cmd_vm_console(struct nc_cli *cli, int argc, char **argv) {
       .sock_fd = fd,
       .escape = io->in_tty,
       .drain_quiet_ms = drain_ms,
-      .drain_max_ms = drain_ms > NC_CLI_DRAIN_MAX_MS ? drain_ms : NC_CLI_DRAIN_MAX_MS,
+      .drain_max_ms = drain_ms * NC_CLI_DRAIN_MAX_FACTOR,
       .clock = cli->clock,
       .stop = &g_console_signal,
   };
