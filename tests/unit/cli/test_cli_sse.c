@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,11 +100,54 @@ static void test_callback_stops(void **state) {
   assert_int_equal(c.n, 1);
 }
 
+static int count_event(void *arg, const char *event, const char *data, size_t len) {
+  (void)event;
+  assert_true(len <= 256); /* never more than the event cap */
+  assert_int_equal(data[len], '\0');
+  (*(int *)arg)++;
+  return 0;
+}
+
+/* Random bytes drawn mostly from the protocol's own alphabet, in random
+ * pieces: the parser must never read or write out of bounds (run under
+ * ASan) and must fail only with NC_E_TOOBIG. A fixed seed keeps it
+ * deterministic; a libFuzzer target would belong in fuzz/. */
+static void test_random_input(void **state) {
+  static const char alphabet[] = "data:event: \r\n\n:x{}";
+  uint32_t seed = 12345;
+  int total_events = 0, total_toobig = 0;
+  for (int round = 0; round < 2000; round++) {
+    struct nc_cli_sse *p;
+    int events = 0, rc = 0;
+    char buf[512];
+    assert_int_equal(nc_cli_sse_new(64, 256, count_event, &events, &p), 0);
+    for (int piece = 0; piece < 8 && rc == 0; piece++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t len = (seed >> 16) % sizeof buf;
+      for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 16;
+        buf[i] = (r & 7) == 0 ? (char)(r >> 3) : alphabet[(r >> 3) % (sizeof alphabet - 1)];
+      }
+      rc = nc_cli_sse_feed(p, buf, len);
+    }
+    if (rc != 0 && rc != NC_E_TOOBIG)
+      fail_msg("round %d: feed returned %d", round, rc);
+    total_events += events;
+    total_toobig += rc == NC_E_TOOBIG;
+    nc_cli_sse_destroy(p);
+  }
+  /* The input must exercise both outcomes, or the test proves nothing. */
+  if (total_events == 0 || total_toobig == 0)
+    fail_msg("events %d, too-big rounds %d: the generator misses a path", total_events,
+             total_toobig);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_basic),  cmocka_unit_test(test_line_ends),
       cmocka_unit_test(test_fields), cmocka_unit_test(test_caps),
-      cmocka_unit_test(test_callback_stops),
+      cmocka_unit_test(test_callback_stops), cmocka_unit_test(test_random_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
