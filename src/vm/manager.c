@@ -299,8 +299,18 @@ static json_t *vm_json_locked(struct nc_vmm *vmm, struct vm_entry *e, bool with_
                                            "created_at", at));
   }
   json_object_set_new(j, "snapshots", snaps);
-  if (with_history)
-    json_object_set(j, "history", e->history);
+  if (with_history) {
+    json_t *hist = json_array();
+    json_array_foreach(e->history, i, s) {
+      json_t *h = json_deep_copy(s);
+      char at[NC_ISO8601_LEN];
+      nc_iso8601(json_integer_value(json_object_get(s, "at_ms")), at, sizeof at);
+      json_object_set_new(h, "at", json_string(at));
+      json_object_del(h, "at_ms");
+      json_array_append_new(hist, h);
+    }
+    json_object_set_new(j, "history", hist);
+  }
   return j;
 }
 
@@ -445,7 +455,7 @@ struct op_ctx {
   bool force;
   bool start_after;
   int timeout_ms;
-  char snap[NC_NAME_MAX + 2]; /* "-name" marks a delete */
+  char snap[NC_NAME_MAX + 1];
   enum nc_vm_state prev_state;
 };
 
@@ -714,21 +724,20 @@ static int run_action(struct op_ctx *c, struct nc_errinfo *err) {
     return rc;
   case NC_ACT_RESTORE:
     nc_op_running(c->op, "loading memory and disk");
-    if (c->snap[0] == '-') { /* "-name": delete, see nc_vmm_snapshot_delete */
-      memmove(c->snap, c->snap + 1, strlen(c->snap));
-      rc = with_hv(c, fn_snap_delete, err);
-      if (rc == 0) {
-        pthread_mutex_lock(&vmm->mu);
-        int i = snap_index(c->e->snapshots, c->snap);
-        if (i >= 0)
-          json_array_remove(c->e->snapshots, (size_t)i);
-        save_locked(vmm, c->e);
-        pthread_mutex_unlock(&vmm->mu);
-      }
-      return rc;
-    }
     rc = with_hv(c, fn_snap_load, err);
     refresh_state(c, rc == 0 ? "restored from snapshot" : "restore failed");
+    return rc;
+  case NC_ACT_SNAPSHOT_DELETE:
+    nc_op_running(c->op, "deleting the snapshot");
+    rc = with_hv(c, fn_snap_delete, err);
+    if (rc == 0) {
+      pthread_mutex_lock(&vmm->mu);
+      int i = snap_index(c->e->snapshots, c->snap);
+      if (i >= 0)
+        json_array_remove(c->e->snapshots, (size_t)i);
+      save_locked(vmm, c->e);
+      pthread_mutex_unlock(&vmm->mu);
+    }
     return rc;
   case NC_ACT_CLONE:
     return do_clone(c, err);
@@ -1030,8 +1039,8 @@ int nc_vmm_snapshot_create(struct nc_vmm *vmm, const char *name, json_t *body, j
 
 static int snapshot_op(struct nc_vmm *vmm, const char *name, const char *snap, bool del,
                        json_t **out, struct nc_errinfo *err) {
-  struct op_ctx t = {.action = NC_ACT_RESTORE};
-  snprintf(t.snap, sizeof t.snap, "%s%.63s", del ? "-" : "", snap);
+  struct op_ctx t = {.action = del ? NC_ACT_SNAPSHOT_DELETE : NC_ACT_RESTORE};
+  snprintf(t.snap, sizeof t.snap, "%.63s", snap);
   int rc;
   pthread_mutex_lock(&vmm->mu);
   t.e = find_locked(vmm, name);

@@ -37,6 +37,7 @@ enum nc_vm_action {
   NC_ACT_SNAPSHOT,
   NC_ACT_RESTORE,
   NC_ACT_CLONE,
+  NC_ACT_SNAPSHOT_DELETE,
   NC_ACT__COUNT
 };
 
