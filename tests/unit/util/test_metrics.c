@@ -69,6 +69,8 @@ static void test_values(void **state) {
   nc_metric_set(g, (const char *const[]){"ninf"}, -1.0 / 0.0);
   nc_metric_set(g, (const char *const[]){"nan"}, 0.0 / 0.0);
   nc_metric_set(g, (const char *const[]){"tiny"}, 1e-9);
+  nc_metric_set(g, (const char *const[]){"huge"}, 1e20);  /* beyond long long */
+  nc_metric_set(g, (const char *const[]){"neg"}, -2.5e19);
   char *t = render(m);
   EXPECT_CONTAINS(t, "t_v{k=\"half\"} 0.5\n");
   EXPECT_CONTAINS(t, "t_v{k=\"big\"} 123456789012\n");
@@ -76,6 +78,8 @@ static void test_values(void **state) {
   EXPECT_CONTAINS(t, "t_v{k=\"ninf\"} -Inf\n");
   EXPECT_CONTAINS(t, "t_v{k=\"nan\"} NaN\n");
   EXPECT_CONTAINS(t, "t_v{k=\"tiny\"} 1e-09\n");
+  EXPECT_CONTAINS(t, "t_v{k=\"huge\"} 1e+20\n");
+  EXPECT_CONTAINS(t, "t_v{k=\"neg\"} -2.5e+19\n");
   free(t);
   nc_metrics_free(m);
 }
