@@ -392,6 +392,9 @@ static void test_messages_stay_utf8(void **state) {
       /* 31 ASCII bytes then é: "%.32s" would keep only the first byte of é */
       "{\"name\":\"w\",\"image\":\"img\",\"memory\":\"1111111111111111111111111111111\\u00e9\"}",
       "{\"name\":\"w\",\"image\":\"img\",\"nic\":\"1111111111111111111111111111111\\u00e9\"}",
+      /* image: 63 ASCII bytes then é, quoted with "%.64s" */
+      "{\"name\":\"w\",\"image\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "\\u00e9\"}",
       /* unknown key: 63 ASCII bytes then é, quoted with "%.64s" */
       "{\"name\":\"w\",\"image\":\"img\",\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
       "aaaaaaaaa\\u00e9\":1}",
