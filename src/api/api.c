@@ -104,9 +104,12 @@ static enum MHD_Result send_json(struct call *c, unsigned status, json_t *j) {
 
 static enum MHD_Result send_error(struct call *c, unsigned status, const char *code,
                                   const char *field, const char *message) {
-  return send_json(c, status,
-                   json_pack("{s:{s:s, s:s, s:o}}", "error", "code", code, "message", message,
-                             "field", field && field[0] ? json_string(field) : json_null()));
+  json_t *j = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", code, "message", message,
+                        "field", field && field[0] ? json_string(field) : json_null());
+  if (!j) /* not valid UTF-8 after all: still answer, without the text */
+    j = json_pack("{s:{s:s, s:s, s:n}}", "error", "code", code, "message",
+                  "the request was refused (the error text could not be encoded)", "field");
+  return send_json(c, status, j);
 }
 
 static enum MHD_Result send_errinfo(struct call *c, const struct nc_errinfo *e, int rc) {
@@ -193,8 +196,9 @@ static enum MHD_Result h_vm_action(struct call *c) {
     return finish(c, rc, 202, out, &err);
   }
   enum nc_vm_action act;
-  if (nc_vm_action_parse(a, &act) != 0 || act == NC_ACT_DELETE || act == NC_ACT_SNAPSHOT ||
-      act == NC_ACT_RESTORE || act == NC_ACT_CLONE)
+  if (nc_vm_action_parse(a, &act) != 0 ||
+      !(act == NC_ACT_START || act == NC_ACT_STOP || act == NC_ACT_PAUSE ||
+        act == NC_ACT_RESUME || act == NC_ACT_REBOOT))
     return send_error(c, 404, "not_found", NULL,
                       "unknown vm action (use start, stop, pause, resume, reboot or clone)");
   rc = nc_vmm_action(c->api->cfg.vmm, c->seg[2], act, c->body, &out, &err);
@@ -558,6 +562,13 @@ static enum MHD_Result dispatch(struct nc_api *api, struct MHD_Connection *conn,
     goto out;
   }
   const struct route *r = find_route(method, c.seg, c.nseg, &known);
+  if (req->tcp && !(r && r->public_route) && !token_ok(api, conn)) {
+    req->route = r ? r->tmpl : "unmatched";
+    ret = send_error(&c, 401, "unauthorized", NULL,
+                     "missing or wrong bearer token (send \"Authorization: Bearer <token>\"; the "
+                     "token is in <data-dir>/api.token)");
+    goto out;
+  }
   if (!r) {
     req->route = "unmatched";
     if (!known) {
@@ -567,17 +578,13 @@ static enum MHD_Result dispatch(struct nc_api *api, struct MHD_Connection *conn,
     char allow[64];
     allowed_methods(c.seg, c.nseg, allow, sizeof allow);
     char msg[160];
-    snprintf(msg, sizeof msg, "method %.16s is not allowed here (allowed: %s)", method, allow);
+    char ex[24];
+    snprintf(msg, sizeof msg, "method %s is not allowed here (allowed: %s)",
+             nc_excerpt(method, ex, sizeof ex), allow);
     ret = send_error(&c, 405, "method_not_allowed", NULL, msg);
     goto out;
   }
   req->route = r->tmpl;
-  if (req->tcp && !r->public_route && !token_ok(api, conn)) {
-    ret = send_error(&c, 401, "unauthorized", NULL,
-                     "missing or wrong bearer token (send \"Authorization: Bearer <token>\"; the "
-                     "token is in <data-dir>/api.token)");
-    goto out;
-  }
   if (req->too_big) {
     char msg[128];
     snprintf(msg, sizeof msg, "request body is larger than %d bytes", NC_API_BODY_MAX);

@@ -29,11 +29,16 @@ struct nc_boot {
   pthread_mutex_t mu;
   struct slot slots[COMPONENTS_MAX];
   size_t n;
+  struct slot *started[COMPONENTS_MAX]; /* in start order */
+  size_t nstarted;
   struct timespec t0;
   double phase_seconds[NC_PHASE__COUNT];
   double ready_seconds;
   bool done;
+  struct nc_metrics *metrics; /* where our collector is registered */
 };
+
+static void collect(struct nc_metrics_writer *w, void *data);
 
 static double since(const struct timespec *t0) {
   struct timespec now;
@@ -55,6 +60,8 @@ int nc_boot_new(void *ctx, struct nc_boot **out) {
 void nc_boot_free(struct nc_boot *b) {
   if (!b)
     return;
+  if (b->metrics)
+    nc_metrics_remove_collector(b->metrics, collect, b);
   pthread_mutex_destroy(&b->mu);
   free(b);
 }
@@ -69,14 +76,15 @@ int nc_boot_register(struct nc_boot *b, const struct nc_component *c) {
   return 0;
 }
 
+/* Stops in the reverse of the order components actually started. */
 static void stop_started(struct nc_boot *b) {
-  for (size_t i = b->n; i > 0; i--) {
-    struct slot *s = &b->slots[i - 1];
-    if (s->started && s->c.stop) {
+  for (size_t i = b->nstarted; i > 0; i--) {
+    struct slot *s = b->started[i - 1];
+    if (s->started && s->c.stop)
       s->c.stop(b->ctx);
-    }
     s->started = false;
   }
+  b->nstarted = 0;
 }
 
 int nc_boot_run(struct nc_boot *b, char *err, size_t err_len) {
@@ -95,6 +103,7 @@ int nc_boot_run(struct nc_boot *b, char *err, size_t err_len) {
       s->start_seconds = since(&ts);
       if (rc == 0) {
         s->started = true;
+        b->started[b->nstarted++] = s;
         if (strcmp(s->status, "pending") == 0) /* unless it reported for itself */
           snprintf(s->status, sizeof s->status, "up");
         if (msg[0])
@@ -186,5 +195,6 @@ static void collect(struct nc_metrics_writer *w, void *data) {
 }
 
 void nc_boot_export_metrics(struct nc_boot *b, struct nc_metrics *m) {
+  b->metrics = m;
   nc_metrics_add_collector(m, collect, b);
 }

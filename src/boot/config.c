@@ -1,12 +1,15 @@
 #include "boot/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "util/errinfo.h"
 #include "util/log.h"
 #include "vm/spec.h"
 
@@ -39,7 +42,8 @@ void nc_config_defaults(struct nc_config *cfg) {
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port) {
   const char *colon;
   size_t hl;
-  if (s[0] == '[') {
+  bool v6 = s[0] == '[';
+  if (v6) {
     const char *close = strchr(s, ']');
     if (!close || close[1] != ':')
       return -EINVAL;
@@ -53,6 +57,16 @@ int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port
     hl = (size_t)(colon - s);
   }
   if (hl == 0 || hl >= host_len)
+    return -EINVAL;
+  /* The host must be a numeric address (the listener binds without name
+   * resolution); an unbracketed IPv6 address is ambiguous. */
+  char tmp[64];
+  unsigned char addr[16];
+  if (hl >= sizeof tmp)
+    return -EINVAL;
+  memcpy(tmp, s, hl);
+  tmp[hl] = '\0';
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, tmp, addr) != 1)
     return -EINVAL;
   char *end;
   errno = 0;
@@ -78,6 +92,9 @@ static int parse_int(const char *v, int lo, int hi, int *out) {
 int nc_config_set(struct nc_config *cfg, const char *key, const char *value, char *err,
                   size_t err_len) {
   size_t vl = strlen(value);
+  char vex[NC_EXCERPT_LEN], kex[NC_EXCERPT_LEN];
+  nc_excerpt(value, vex, sizeof vex);
+  nc_excerpt(key, kex, sizeof kex);
   if (vl > NC_CONFIG_VALUE_MAX) {
     snprintf(err, err_len, "%s: value is longer than %d characters", key, NC_CONFIG_VALUE_MAX);
     return -EINVAL;
@@ -96,21 +113,23 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
     if (nc_config_parse_listen(value, cfg->listen_host, sizeof cfg->listen_host,
                                &cfg->listen_port) != 0) {
       snprintf(err, err_len,
-               "listen \"%.64s\" is not HOST:PORT (try 127.0.0.1:8470 or [::1]:8470)", value);
+               "listen \"%s\" is not ADDRESS:PORT with a numeric address (try "
+               "127.0.0.1:8470, 0.0.0.0:8470 or [::1]:8470)",
+               vex);
       return -EINVAL;
     }
   } else if (strcmp(key, "node_name") == 0) {
     if (!nc_name_valid(value)) {
       snprintf(err, err_len,
-               "node_name \"%.64s\" must be lower-case letters, digits and '-', like host-a",
-               value);
+               "node_name \"%s\" must be lower-case letters, digits and '-', like host-a",
+               vex);
       return -EINVAL;
     }
     snprintf(cfg->node_name, sizeof cfg->node_name, "%s", value);
   } else if (strcmp(key, "log_level") == 0) {
     enum nc_log_level l;
     if (nc_log_parse_level(value, &l) != 0) {
-      snprintf(err, err_len, "log_level \"%.32s\" must be debug, info, warn or error", value);
+      snprintf(err, err_len, "log_level \"%s\" must be debug, info, warn or error", vex);
       return -EINVAL;
     }
     snprintf(cfg->log_level, sizeof cfg->log_level, "%s", value);
@@ -126,7 +145,7 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
     else if (strcmp(value, "kvm") == 0)
       cfg->accel = NC_ACCEL_PREF_KVM;
     else {
-      snprintf(err, err_len, "accel \"%.32s\" must be auto, tcg or kvm", value);
+      snprintf(err, err_len, "accel \"%s\" must be auto, tcg or kvm", vex);
       return -EINVAL;
     }
   } else if (strcmp(key, "stop_timeout_s") == 0) {
@@ -146,9 +165,9 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
     }
   } else {
     snprintf(err, err_len,
-             "unknown key \"%.64s\" (known: data_dir, listen, node_name, log_level, qemu, "
+             "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
              "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms)",
-             key);
+             kex);
     return -EINVAL;
   }
   return 0;
@@ -203,13 +222,21 @@ int nc_config_parse(struct nc_config *cfg, const char *text, size_t len, char *e
     }
     *eq = '\0';
     char *key = trim(s), *val = trim(eq + 1);
-    size_t vl = strlen(val);
-    if (vl >= 1 && val[0] == '"') {
-      if (vl < 2 || val[vl - 1] != '"') {
+    if (val[0] == '"') {
+      /* "value" [# comment]: the value ends at the next quote. */
+      char *close = strchr(val + 1, '"');
+      if (!close) {
         snprintf(err, err_len, "line %d: unterminated quoted value", lineno);
         return -EINVAL;
       }
-      val[vl - 1] = '\0';
+      char *rest = close + 1;
+      while (*rest == ' ' || *rest == '\t')
+        rest++;
+      if (*rest && *rest != '#') {
+        snprintf(err, err_len, "line %d: unexpected text after the quoted value", lineno);
+        return -EINVAL;
+      }
+      *close = '\0';
       val++;
     } else {
       char *h = strchr(val, '#'); /* trailing comment after an unquoted value */

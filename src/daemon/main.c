@@ -273,10 +273,12 @@ static int c_vmm(void *ctx, char *err, size_t len) {
 
 static void s_vmm(void *ctx) {
   struct daemon *d = ctx;
-  nc_vmm_free(d->vmm);
+  nc_vmm_free(d->vmm); /* waits for operation threads, which publish events */
   d->vmm = NULL;
   nc_ops_free(d->ops);
   d->ops = NULL;
+  nc_events_free(d->events);
+  d->events = NULL;
 }
 
 static json_t *readiness(void *data) {
@@ -317,10 +319,8 @@ static int c_api(void *ctx, char *err, size_t len) {
 
 static void s_api(void *ctx) {
   struct daemon *d = ctx;
-  nc_api_stop(d->api);
+  nc_api_stop(d->api); /* closes the event bus so streams end; the bus lives on */
   d->api = NULL;
-  nc_events_free(d->events);
-  d->events = NULL;
 }
 
 /* ---- accelerator probe (optional, in the background) --------------------- */
@@ -534,8 +534,8 @@ int main(int argc, char **argv) {
   rc = nc_boot_run(d.boot, err, sizeof err);
   if (rc) {
     fprintf(stderr, "novacrond: cannot start: %s\n", err);
-    nc_metrics_free(d.metrics);
     nc_boot_free(d.boot);
+    nc_metrics_free(d.metrics);
     return 1;
   }
   nc_info("boot", "novacrond %s ready in %.3f s (node %s, data dir %s, accel %s)", NC_VERSION,
@@ -555,7 +555,7 @@ int main(int argc, char **argv) {
   /* The probe must finish before the VM manager it updates goes away;
    * stop in reverse start order does exactly that. */
   nc_boot_shutdown(d.boot);
-  nc_metrics_free(d.metrics);
   nc_boot_free(d.boot);
+  nc_metrics_free(d.metrics);
   return 0;
 }

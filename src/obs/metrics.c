@@ -36,6 +36,7 @@ struct collector {
 
 struct nc_metrics {
   pthread_mutex_t mu;
+  pthread_rwlock_t collecting; /* held shared by renders, exclusive by removal */
   struct nc_metric **families;
   size_t nfamilies;
   struct collector *collectors;
@@ -101,7 +102,7 @@ static void write_value(struct nc_metrics_writer *w, double v) {
     wprintf(w, v > 0 ? "+Inf" : "-Inf");
   else if (isnan(v))
     wprintf(w, "NaN");
-  else if (v == (double)(long long)v && fabs(v) < 1e15)
+  else if (fabs(v) < 1e15 && v == (double)(long long)v)
     wprintf(w, "%lld", (long long)v);
   else
     wprintf(w, "%.9g", v);
@@ -112,6 +113,7 @@ int nc_metrics_new(struct nc_metrics **out) {
   if (!m)
     return -ENOMEM;
   pthread_mutex_init(&m->mu, NULL);
+  pthread_rwlock_init(&m->collecting, NULL);
   *out = m;
   return 0;
 }
@@ -135,6 +137,7 @@ void nc_metrics_free(struct nc_metrics *m) {
     family_free(m->families[i]);
   free(m->families);
   free(m->collectors);
+  pthread_rwlock_destroy(&m->collecting);
   pthread_mutex_destroy(&m->mu);
   free(m);
 }
@@ -143,6 +146,15 @@ struct nc_metric *nc_metrics_register(struct nc_metrics *m, enum nc_metric_type 
                                       const char *name, const char *help,
                                       const char *const *label_names, const double *buckets,
                                       size_t nbuckets) {
+  pthread_mutex_lock(&m->mu);
+  for (size_t i = 0; i < m->nfamilies; i++) {
+    if (strcmp(m->families[i]->name, name) == 0) {
+      struct nc_metric *existing = m->families[i];
+      pthread_mutex_unlock(&m->mu);
+      return existing;
+    }
+  }
+  pthread_mutex_unlock(&m->mu);
   struct nc_metric *f = calloc(1, sizeof *f);
   if (!f)
     abort();
@@ -232,6 +244,18 @@ void nc_metrics_add_collector(struct nc_metrics *m, nc_metrics_collect_fn fn, vo
   m->collectors = xrealloc(m->collectors, (m->ncollectors + 1) * sizeof *m->collectors);
   m->collectors[m->ncollectors++] = (struct collector){fn, data};
   pthread_mutex_unlock(&m->mu);
+}
+
+void nc_metrics_remove_collector(struct nc_metrics *m, nc_metrics_collect_fn fn, void *data) {
+  pthread_rwlock_wrlock(&m->collecting);
+  pthread_mutex_lock(&m->mu);
+  size_t w = 0;
+  for (size_t i = 0; i < m->ncollectors; i++)
+    if (!(m->collectors[i].fn == fn && m->collectors[i].data == data))
+      m->collectors[w++] = m->collectors[i];
+  m->ncollectors = w;
+  pthread_mutex_unlock(&m->mu);
+  pthread_rwlock_unlock(&m->collecting);
 }
 
 static const char *type_name(enum nc_metric_type t) {
@@ -326,6 +350,7 @@ int nc_metrics_render(struct nc_metrics *m, char **out, size_t *len) {
   if (!w.buf)
     return -ENOMEM;
   w.buf[0] = '\0';
+  pthread_rwlock_rdlock(&m->collecting);
   pthread_mutex_lock(&m->mu);
   for (size_t i = 0; i < m->nfamilies; i++)
     render_family(&w, m->families[i]);
@@ -334,7 +359,8 @@ int nc_metrics_render(struct nc_metrics *m, char **out, size_t *len) {
   struct collector cols[32];
   if (ncol > 32)
     ncol = 32;
-  memcpy(cols, m->collectors, ncol * sizeof *cols);
+  if (ncol > 0)
+    memcpy(cols, m->collectors, ncol * sizeof *cols);
   pthread_mutex_unlock(&m->mu);
   nc_metrics_write_family(&w, "novacron_metrics_dropped_series_total", NC_METRIC_COUNTER,
                           "Series dropped because a family reached its series cap.");
@@ -342,6 +368,7 @@ int nc_metrics_render(struct nc_metrics *m, char **out, size_t *len) {
   /* Collectors run without the registry lock: they take their own. */
   for (size_t i = 0; i < ncol; i++)
     cols[i].fn(&w, cols[i].data);
+  pthread_rwlock_unlock(&m->collecting);
   *out = w.buf;
   if (len)
     *len = w.len;

@@ -27,7 +27,8 @@ enum nc_metric_type { NC_METRIC_COUNTER, NC_METRIC_GAUGE, NC_METRIC_HISTOGRAM };
 int nc_metrics_new(struct nc_metrics **out);
 void nc_metrics_free(struct nc_metrics *m); /* accepts NULL */
 
-/* Registers a family. label_names: NULL-terminated, at most
+/* Registers a family, or returns the one already registered under name
+ * (whose type and labels then win). label_names: NULL-terminated, at most
  * NC_METRICS_LABELS_MAX. buckets (histograms only): ascending upper bounds,
  * nbuckets of them (+Inf is implicit). The family belongs to the registry. */
 struct nc_metric *nc_metrics_register(struct nc_metrics *m, enum nc_metric_type type,
@@ -45,6 +46,9 @@ void nc_metric_reset(struct nc_metric *f);
 /* Collectors run at every render, in registration order. */
 typedef void (*nc_metrics_collect_fn)(struct nc_metrics_writer *w, void *data);
 void nc_metrics_add_collector(struct nc_metrics *m, nc_metrics_collect_fn fn, void *data);
+/* Removes a collector added with the same fn and data (before data is
+ * freed). Waits for a render in progress to finish. */
+void nc_metrics_remove_collector(struct nc_metrics *m, nc_metrics_collect_fn fn, void *data);
 /* For collectors: start a family, then emit its samples. labels is a
  * NULL-terminated list of name, value pairs (values are escaped here). */
 void nc_metrics_write_family(struct nc_metrics_writer *w, const char *name,

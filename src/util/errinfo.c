@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "util/err.h"
 
@@ -29,4 +30,18 @@ int nc_errinfo_set(struct nc_errinfo *e, int status, const char *code, const cha
   default:
     return NC_E_INVALID;
   }
+}
+
+const char *nc_excerpt(const char *s, char *buf, size_t len) {
+  size_t n = strlen(s);
+  if (n < len) {
+    memcpy(buf, s, n + 1);
+    return buf;
+  }
+  size_t cut = len > 4 ? len - 4 : 0;
+  while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+    cut--; /* back up to the start of a character */
+  memcpy(buf, s, cut);
+  memcpy(buf + cut, "...", 4);
+  return buf;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int nc_size_parse(const char *s, uint64_t *out) {
   if (!s || !isdigit((unsigned char)s[0]))
@@ -38,11 +39,13 @@ int nc_size_parse(const char *s, uint64_t *out) {
   }
   if (*p) {
     p++;
-    if (strcmp(p, "iB") == 0 || strcmp(p, "B") == 0 || *p == '\0')
+    if (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B") == 0 || *p == '\0')
       ;
     else
       return -EINVAL;
   }
+  if (v == 0)
+    return -EINVAL;
   if (shift && v > (UINT64_MAX >> shift))
     return -ERANGE;
   *out = v << shift;

@@ -6,7 +6,8 @@
 #include <stdint.h>
 
 /* Parses s into bytes. -EINVAL on anything that is not a positive size
- * with an optional K/M/G/T suffix (optionally followed by "iB" or "B");
+ * with an optional K/M/G/T suffix (optionally followed by "iB" or "B",
+ * any case: 512M, 512MiB, 512mb);
  * -ERANGE on overflow. */
 int nc_size_parse(const char *s, uint64_t *out);
 /* Writes the shortest exact form ("256M", "1G", "1536K", "100") to out. */

@@ -21,9 +21,11 @@ static int check_path(const char *field, const char *path, bool required,
     return nc_errinfo_set(err, 400, "invalid_field", field,
                           "%s must be an absolute path on this node without \"..\"", field);
   struct stat st;
+  char ex[NC_EXCERPT_LEN * 3];
   if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
     return nc_errinfo_set(err, 422, "unprocessable", field,
-                          "%s \"%.200s\" is not a readable file on this node", field, path);
+                          "%s \"%s\" is not a readable file on this node", field,
+                          nc_excerpt(path, ex, sizeof ex));
   return 0;
 }
 
@@ -68,7 +70,7 @@ int nc_image_register(struct nc_store *store, json_t *req, struct nc_image *out,
       return nc_errinfo_set(err, 400, "invalid_field", "cmdline",
                             "cmdline is longer than 1024 characters");
     for (const char *p = cmdline; *p; p++)
-      if ((unsigned char)*p < 0x20)
+      if ((unsigned char)*p < 0x20 || *p == 0x7f)
         return nc_errinfo_set(err, 400, "invalid_field", "cmdline",
                               "cmdline may not contain control characters");
   }

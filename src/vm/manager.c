@@ -465,7 +465,11 @@ static int do_stop(struct op_ctx *c, struct nc_errinfo *err) {
   struct nc_vmm *vmm = c->vmm;
   struct vm_entry *e = c->e;
   set_desired(vmm, e, NC_VM_STOPPED);
-  set_state(vmm, e, NC_VM_STOPPING, c->force ? "forced stop requested" : "stop requested");
+  pthread_mutex_lock(&vmm->mu);
+  if (e->state != NC_VM_FAILED) /* a failed VM goes straight to stopped */
+    set_state_locked(vmm, e, NC_VM_STOPPING,
+                     c->force ? "forced stop requested" : "stop requested");
+  pthread_mutex_unlock(&vmm->mu);
   nc_op_running(c->op, c->force ? "killing the hypervisor" : "asking the guest to power off");
   pthread_mutex_lock(&e->hv_mu);
   int rc = 0;
@@ -851,8 +855,10 @@ static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *
 /* ---- public API --------------------------------------------------------- */
 
 static int not_found(const char *name, struct nc_errinfo *err) {
+  char ex[NC_EXCERPT_LEN];
   return nc_errinfo_set(err, 404, "not_found", NULL,
-                        "vm \"%.64s\" does not exist (see `novacron vm list`)", name);
+                        "vm \"%s\" does not exist (see `novacron vm list`)",
+                        nc_excerpt(name, ex, sizeof ex));
 }
 
 int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err) {
@@ -880,6 +886,14 @@ int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errin
     return rc;
   }
   pthread_mutex_lock(&vmm->mu);
+  if (start && (vmm->stopping || vmm->running_ops >= vmm->cfg.max_running_ops)) {
+    pthread_mutex_unlock(&vmm->mu);
+    rc = nc_errinfo_set(err, 503, "unavailable", NULL,
+                        "too many operations in flight to start vm \"%s\"; retry shortly",
+                        spec.name);
+    nc_vm_spec_clear(&spec);
+    return rc;
+  }
   if (find_locked(vmm, spec.name)) {
     pthread_mutex_unlock(&vmm->mu);
     rc = nc_errinfo_set(err, 409, "conflict", "name",
@@ -977,6 +991,11 @@ static int no_body(json_t *body, const char *what, struct nc_errinfo *err) {
 int nc_vmm_action(struct nc_vmm *vmm, const char *name, enum nc_vm_action action, json_t *body,
                   json_t **out, struct nc_errinfo *err) {
   struct op_ctx t = {.action = action};
+  if (!(action == NC_ACT_START || action == NC_ACT_STOP || action == NC_ACT_PAUSE ||
+        action == NC_ACT_RESUME || action == NC_ACT_REBOOT || action == NC_ACT_DELETE))
+    return nc_errinfo_set(err, 404, "not_found", NULL,
+                          "%s is not a plain vm action (it has its own route)",
+                          nc_vm_action_name(action));
   int rc = action == NC_ACT_STOP ? parse_stop_body(vmm, body, &t, err)
                                  : no_body(body, nc_vm_action_name(action), err);
   if (rc)
@@ -1042,14 +1061,15 @@ static int snapshot_op(struct nc_vmm *vmm, const char *name, const char *snap, b
   struct op_ctx t = {.action = del ? NC_ACT_SNAPSHOT_DELETE : NC_ACT_RESTORE};
   snprintf(t.snap, sizeof t.snap, "%.63s", snap);
   int rc;
+  char ex[NC_EXCERPT_LEN];
   pthread_mutex_lock(&vmm->mu);
   t.e = find_locked(vmm, name);
   if (!t.e)
     rc = not_found(name, err);
   else if (!nc_name_valid(snap) || snap_index(t.e->snapshots, snap) < 0)
     rc = nc_errinfo_set(err, 404, "not_found", NULL,
-                        "vm \"%s\" has no snapshot \"%.64s\" (see `novacron vm snapshots %s`)",
-                        name, snap, name);
+                        "vm \"%s\" has no snapshot \"%s\" (see `novacron vm snapshots %s`)",
+                        name, nc_excerpt(snap, ex, sizeof ex), name);
   else
     rc = begin_op_locked(vmm, &t, del ? "vm.snapshot-delete" : "vm.restore", false, out, err);
   pthread_mutex_unlock(&vmm->mu);
@@ -1476,6 +1496,8 @@ void nc_vmm_free(struct nc_vmm *vmm) {
   pthread_mutex_unlock(&vmm->mu);
   if (vmm->started)
     pthread_join(vmm->reconciler, NULL);
+  if (vmm->cfg.metrics)
+    nc_metrics_remove_collector(vmm->cfg.metrics, collect, vmm);
   pthread_mutex_lock(&vmm->mu);
   for (size_t i = 0; i < vmm->n; i++)
     if (vmm->vms[i]->op)

@@ -68,7 +68,8 @@ void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel);
 int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err);
 int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_errinfo *err);
 json_t *nc_vmm_list(struct nc_vmm *vmm);
-/* action: start stop pause resume reboot delete; body may be NULL. *out is
+/* action: start stop pause resume reboot delete (anything else is 404:
+ * snapshots and clones have their own calls); body may be NULL. *out is
  * {"operation": OP}. */
 int nc_vmm_action(struct nc_vmm *vmm, const char *name, enum nc_vm_action action, json_t *body,
                   json_t **out, struct nc_errinfo *err);

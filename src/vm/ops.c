@@ -225,11 +225,11 @@ int nc_ops_recover(struct nc_ops *ops) {
       free(op);
       break;
     }
-    op->refs--; /* append took the list's reference; no caller ref */
     if (cut_short)
       persist_locked(op);
   }
-  qsort(ops->list, ops->n, sizeof *ops->list, cmp_created);
+  if (ops->n > 1)
+    qsort(ops->list, ops->n, sizeof *ops->list, cmp_created);
   trim_locked(ops);
   pthread_mutex_unlock(&ops->mu);
   nc_kv_list_free(&l);

@@ -30,10 +30,11 @@ int nc_name_check(const char *what, const char *field, const char *name,
     return nc_errinfo_set(err, 400, "invalid_field", field,
                           "%s name is %zu characters long; the limit is %d", what, n,
                           NC_NAME_MAX);
+  char ex[NC_EXCERPT_LEN];
   return nc_errinfo_set(err, 400, "invalid_field", field,
-                        "%s name \"%.64s\" is not valid: use lower-case letters, digits and "
+                        "%s name \"%s\" is not valid: use lower-case letters, digits and "
                         "'-' (not first or last), like web-1",
-                        what, name);
+                        what, nc_excerpt(name, ex, sizeof ex));
 }
 
 int nc_json_check_fields(json_t *obj, const char *const *allowed, const char *what,
@@ -48,10 +49,10 @@ int nc_json_check_fields(json_t *obj, const char *const *allowed, const char *wh
         break;
       }
     }
+    char ex[NC_EXCERPT_LEN];
     if (!ok)
-      return nc_errinfo_set(err, 400, "unknown_field", key,
-                            "%s: unknown field \"%.64s\" (remove it; see docs/api.md)", what,
-                            key);
+      return nc_errinfo_set(err, 400, "unknown_field", nc_excerpt(key, ex, sizeof ex),
+                            "%s: unknown field \"%s\" (remove it; see docs/api.md)", what, ex);
   }
   return 0;
 }
@@ -82,6 +83,7 @@ static int parse_labels(json_t *labels, json_t **out, struct nc_errinfo *err) {
                           NC_VM_LABELS_MAX);
   const char *k;
   json_t *v;
+  char ex[NC_EXCERPT_LEN];
   json_object_foreach(labels, k, v) {
     size_t kl = strlen(k);
     if (kl == 0 || kl > NC_VM_LABEL_LEN_MAX)
@@ -92,11 +94,13 @@ static int parse_labels(json_t *labels, json_t **out, struct nc_errinfo *err) {
       if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             c == '-' || c == '_' || c == '.' || c == '/'))
         return nc_errinfo_set(err, 400, "invalid_field", "labels",
-                              "label key \"%.64s\" may only use letters, digits, - _ . /", k);
+                              "label key \"%s\" may only use letters, digits, - _ . /",
+                              nc_excerpt(k, ex, sizeof ex));
     }
     if (!json_is_string(v) || json_string_length(v) > NC_VM_LABEL_LEN_MAX)
       return nc_errinfo_set(err, 400, "invalid_field", "labels",
-                            "label \"%.64s\" must be a string of at most %d characters", k,
+                            "label \"%s\" must be a string of at most %d characters",
+                            nc_excerpt(k, ex, sizeof ex),
                             NC_VM_LABEL_LEN_MAX);
   }
   *out = json_deep_copy(labels);
@@ -135,11 +139,12 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
 
   if ((rc = get_string(req, "image", true, &image, err)))
     return rc;
+  char ex[NC_EXCERPT_LEN];
   if (!nc_name_valid(image))
     return nc_errinfo_set(err, 400, "invalid_field", "image",
-                          "vm \"%s\": image \"%.64s\" is not a valid image name (see "
+                          "vm \"%s\": image \"%s\" is not a valid image name (see "
                           "`novacron image list`)",
-                          spec->name, image);
+                          spec->name, nc_excerpt(image, ex, sizeof ex));
   snprintf(spec->image, sizeof spec->image, "%s", image);
 
   spec->vcpus = 1;
@@ -171,8 +176,8 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
       rc = nc_size_parse(memory, &spec->memory_bytes);
       if (rc)
         return nc_errinfo_set(err, 400, "invalid_field", "memory",
-                              "vm \"%s\": memory \"%.32s\" is not a size (try 512M or 2G)",
-                              spec->name, memory);
+                              "vm \"%s\": memory \"%s\" is not a size (try 512M or 2G)",
+                              spec->name, nc_excerpt(memory, ex, sizeof ex));
     } else {
       return nc_errinfo_set(err, 400, "invalid_field", "memory",
                             "vm \"%s\": memory must be a size string like \"512M\"", spec->name);
@@ -195,8 +200,8 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
       spec->nic = NC_NIC_NONE;
     else
       return nc_errinfo_set(err, 400, "invalid_field", "nic",
-                            "vm \"%s\": nic \"%.32s\" is not supported (use \"user\" or \"none\")",
-                            spec->name, nic);
+                            "vm \"%s\": nic \"%s\" is not supported (use \"user\" or \"none\")",
+                            spec->name, nc_excerpt(nic, ex, sizeof ex));
   }
 
   if ((rc = get_string(req, "cmdline_append", false, &cmdline, err)))
