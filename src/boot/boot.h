@@ -53,7 +53,8 @@ void nc_boot_set_status(struct nc_boot *b, const char *name, const char *status,
 /* {"ready": bool, "components": [{name, phase, critical, status, message,
  * start_seconds}]}. New reference. Thread-safe. */
 json_t *nc_boot_readiness(struct nc_boot *b);
-/* Exposes boot timings and component status on the registry. */
+/* Exposes boot timings and component status on the registry, which must
+ * outlive b (nc_boot_free unregisters the collector). */
 void nc_boot_export_metrics(struct nc_boot *b, struct nc_metrics *m);
 /* Seconds from nc_boot_new to the end of the last phase (0 before). */
 double nc_boot_ready_seconds(struct nc_boot *b);

@@ -301,9 +301,9 @@ static void test_metrics(void **state) {
   EXPECT_CONTAINS(t, "novacron_component_up{component=\"api\"} 1\n");
   EXPECT_CONTAINS(t, "novacron_component_up{component=\"probe\"} 0\n");
   free(t);
-  nc_metrics_free(m);
   nc_boot_shutdown(b);
-  nc_boot_free(b);
+  nc_boot_free(b); /* unregisters its collector: the registry must outlive it */
+  nc_metrics_free(m);
 }
 
 int main(void) {
