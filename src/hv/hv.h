@@ -36,7 +36,9 @@ struct nc_hv_spec {
   const char *disk;       /* qcow2 overlay path; may be NULL */
   bool nic_user;          /* user-mode networking NIC */
   enum nc_hv_accel accel;
-  const char *incoming;   /* NULL, or "defer" to start with -incoming defer */
+  const char *incoming;   /* NULL, or "defer": start with -incoming defer; the
+                           * guest then stays paused after the migration
+                           * completes until resume() */
 };
 
 /* Observed state of a hypervisor instance. */

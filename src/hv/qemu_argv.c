@@ -175,6 +175,9 @@ int nc__qemu_argv_build(const char *qemu, const struct nc_hv_spec *spec,
     if (!rc) rc = pushs(a, "user,model=virtio-net-pci");
   }
   if (spec->incoming) {
+    /* -S: the guest stays paused after the incoming migration completes,
+     * so the destination resumes it only once it owns the VM. */
+    if (!rc) rc = pushs(a, "-S");
     if (!rc) rc = pushs(a, "-incoming");
     if (!rc) rc = pushs(a, "defer");
   }

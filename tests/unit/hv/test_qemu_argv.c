@@ -73,7 +73,7 @@ static void test_full(void **state) {
       "-serial", "chardev:ser0", "-kernel", "/img/vmlinux", "-initrd",
       "/img/initramfs.cpio.gz", "-append", "console=ttyS0 quiet, panic=-1", "-drive",
       "file=/var/lib/nc/vms/web-1/disk.qcow2,if=virtio,format=qcow2,node-name=disk0", "-nic",
-      "user,model=virtio-net-pci", "-incoming", "defer", NULL};
+      "user,model=virtio-net-pci", "-S", "-incoming", "defer", NULL};
   expect_argv(&a, want);
   nc__qemu_argv_free(&a);
 }
