@@ -782,9 +782,9 @@ static void *op_thread(void *arg) {
 
 /* Caller holds vmm->mu. Checks that e can take `action` now, creates the
  * operation and starts its thread. On success *out is {"operation": OP}. */
-static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *kind,
-                           bool cancellable, json_t **out, struct nc_errinfo *err) {
-  struct vm_entry *e = tmpl->e;
+/* Caller holds vmm->mu. May e take `action` now? */
+static int check_claim_locked(struct nc_vmm *vmm, struct vm_entry *e, enum nc_vm_action action,
+                              struct nc_errinfo *err) {
   if (vmm->stopping)
     return nc_errinfo_set(err, 503, "unavailable", NULL, "novacrond is shutting down");
   if (e->op)
@@ -792,15 +792,23 @@ static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *
                           "vm \"%s\" is busy with operation %s; wait for it or cancel it "
                           "(novacron op cancel %s)",
                           e->spec.name, nc_op_id(e->op), nc_op_id(e->op));
-  if (!nc_vm_action_allowed(tmpl->action, e->state))
+  if (!nc_vm_action_allowed(action, e->state))
     return nc_errinfo_set(err, 409, "conflict", NULL, "cannot %s vm \"%s\" while it is %s: %s",
-                          nc_vm_action_name(tmpl->action), e->spec.name,
-                          nc_vm_state_name(e->state),
-                          nc_vm_action_hint(tmpl->action, e->state));
+                          nc_vm_action_name(action), e->spec.name, nc_vm_state_name(e->state),
+                          nc_vm_action_hint(action, e->state));
   if (vmm->running_ops >= vmm->cfg.max_running_ops)
     return nc_errinfo_set(err, 503, "unavailable", NULL,
                           "too many operations in flight (%d); retry shortly",
                           vmm->running_ops);
+  return 0;
+}
+
+static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *kind,
+                           bool cancellable, json_t **out, struct nc_errinfo *err) {
+  struct vm_entry *e = tmpl->e;
+  int rc0 = check_claim_locked(vmm, e, tmpl->action, err);
+  if (rc0)
+    return rc0;
   struct nc_op *op;
   int rc = nc_ops_create(vmm->cfg.ops, kind, e->spec.name, &op);
   if (rc)
@@ -1201,6 +1209,185 @@ void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel) {
   pthread_mutex_lock(&vmm->mu);
   vmm->cfg.accel = accel;
   pthread_mutex_unlock(&vmm->mu);
+}
+
+/* ---- external operations ------------------------------------------------ */
+
+struct nc_vmm_ext {
+  struct nc_vmm *vmm;
+  struct vm_entry *e;
+  struct nc_op *op;
+  char run_dir[1100];
+};
+
+static struct nc_vmm_ext *ext_new_locked(struct nc_vmm *vmm, struct vm_entry *e,
+                                         struct nc_op *op) {
+  struct nc_vmm_ext *x = calloc(1, sizeof *x);
+  if (!x)
+    abort();
+  x->vmm = vmm;
+  x->e = e;
+  x->op = op; /* the reference from nc_ops_create */
+  e->op = op;
+  nc_op_ref(op); /* e->op's */
+  e->refs++;
+  vmm->running_ops++;
+  run_dir(vmm, e->spec.name, x->run_dir, sizeof x->run_dir);
+  return x;
+}
+
+int nc_vmm_ext_begin(struct nc_vmm *vmm, const char *name, enum nc_vm_action action,
+                     const char *kind, bool cancellable, struct nc_vmm_ext **x, json_t **out,
+                     struct nc_errinfo *err) {
+  pthread_mutex_lock(&vmm->mu);
+  struct vm_entry *e = find_locked(vmm, name);
+  int rc = e ? check_claim_locked(vmm, e, action, err) : not_found(name, err);
+  struct nc_op *op = NULL;
+  if (rc == 0 && (rc = nc_ops_create(vmm->cfg.ops, kind, name, &op)) != 0)
+    nc_errinfo_set(err, 500, "internal", NULL, "cannot create operation: %s", nc_strerror(rc));
+  if (rc == 0) {
+    nc_op_set_cancellable(op, cancellable);
+    *x = ext_new_locked(vmm, e, op);
+    if (out)
+      *out = json_pack("{s:o}", "operation", nc_op_to_json(op));
+  }
+  pthread_mutex_unlock(&vmm->mu);
+  return rc;
+}
+
+int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec_json, const char *kind,
+                        struct nc_vmm_ext **xout, struct nc_errinfo *err) {
+  struct nc_vm_spec spec;
+  if (nc_vm_spec_from_json(spec_json, &spec) != 0)
+    return nc_errinfo_set(err, 400, "invalid_field", "vm", "the incoming vm spec is not valid");
+  struct nc_image img;
+  int rc;
+  if (nc_image_get(vmm->cfg.store, spec.image, &img) != 0) {
+    rc = nc_errinfo_set(err, 422, "unprocessable", "image",
+                        "vm \"%s\": image \"%s\" is not registered on the destination node",
+                        spec.name, spec.image);
+    nc_vm_spec_clear(&spec);
+    return rc;
+  }
+  pthread_mutex_lock(&vmm->mu);
+  if (vmm->stopping || vmm->running_ops >= vmm->cfg.max_running_ops) {
+    pthread_mutex_unlock(&vmm->mu);
+    nc_vm_spec_clear(&spec);
+    return nc_errinfo_set(err, 503, "unavailable", NULL, "the destination is busy; retry");
+  }
+  if (find_locked(vmm, spec.name)) {
+    pthread_mutex_unlock(&vmm->mu);
+    rc = nc_errinfo_set(err, 409, "conflict", "name",
+                        "vm \"%s\" already exists on the destination node", spec.name);
+    nc_vm_spec_clear(&spec);
+    return rc;
+  }
+  struct vm_entry *e = entry_new(&spec, nc_wall_ms(vmm->cfg.clock));
+  nc_vm_spec_clear(&spec);
+  e->accel = vmm->cfg.accel;
+  e->desired = NC_VM_RUNNING;
+  struct nc_op *op;
+  if ((rc = nc_ops_create(vmm->cfg.ops, kind, e->spec.name, &op)) != 0) {
+    entry_unref_locked(vmm, e);
+    pthread_mutex_unlock(&vmm->mu);
+    return nc_errinfo_set(err, 500, "internal", NULL, "cannot create operation: %s",
+                          nc_strerror(rc));
+  }
+  add_locked(vmm, e);
+  /* defined -> starting -> ... the incoming VM is "migrating" once its
+   * hypervisor waits for the stream. */
+  set_state_locked(vmm, e, NC_VM_STARTING, "incoming migration");
+  struct nc_vmm_ext *x = ext_new_locked(vmm, e, op);
+  pthread_mutex_unlock(&vmm->mu);
+
+  char dir[1100], disk[1200], cmdline[2100];
+  struct nc_hv_spec hs;
+  spec_for_hv(vmm, e, &img, &hs, dir, sizeof dir, disk, sizeof disk, cmdline, sizeof cmdline);
+  hs.incoming = "defer";
+  if ((rc = mkdir_p(dir, 0700)) != 0) {
+    nc_errinfo_set(err, 500, "internal", NULL, "cannot create %s: %s", dir, nc_strerror(rc));
+  } else if (hs.disk && access(disk, F_OK) != 0 &&
+             (rc = vmm->cfg.disk.create_overlay(vmm->cfg.disk.data, img.disk, disk)) != 0) {
+    nc_errinfo_set(err, 500, "disk_error", NULL, "cannot create the disk overlay: %s",
+                   nc_strerror(rc));
+  } else {
+    pthread_mutex_lock(&e->hv_mu);
+    rc = vmm->cfg.hv->ops->launch(vmm->cfg.hv, &hs, &e->hv);
+    pthread_mutex_unlock(&e->hv_mu);
+    if (rc)
+      nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                     "vm \"%s\": the destination hypervisor did not start: %s", e->spec.name,
+                     nc_strerror(rc));
+  }
+  if (rc) {
+    nc_vmm_ext_finish(x, rc, err, NC_EXT_REMOVE);
+    return rc;
+  }
+  nc_vmm_ext_set_state(x, NC_VM_PAUSED, "waiting for the incoming migration stream");
+  nc_vmm_ext_set_state(x, NC_VM_MIGRATING, "incoming migration");
+  *xout = x;
+  return 0;
+}
+
+struct nc_op *nc_vmm_ext_op(struct nc_vmm_ext *x) { return x->op; }
+const char *nc_vmm_ext_name(struct nc_vmm_ext *x) { return x->e->spec.name; }
+const char *nc_vmm_ext_run_dir(struct nc_vmm_ext *x) { return x->run_dir; }
+
+json_t *nc_vmm_ext_spec(struct nc_vmm_ext *x) {
+  pthread_mutex_lock(&x->vmm->mu);
+  json_t *j = nc_vm_spec_to_json(&x->e->spec);
+  pthread_mutex_unlock(&x->vmm->mu);
+  return j;
+}
+
+int nc_vmm_ext_with_hv(struct nc_vmm_ext *x, int (*fn)(struct nc_hv_vm *hv, void *arg),
+                       void *arg) {
+  pthread_mutex_lock(&x->e->hv_mu);
+  int rc = fn(x->e->hv, arg);
+  pthread_mutex_unlock(&x->e->hv_mu);
+  return rc;
+}
+
+int nc_vmm_ext_set_state(struct nc_vmm_ext *x, enum nc_vm_state state, const char *reason) {
+  pthread_mutex_lock(&x->vmm->mu);
+  int rc = set_state_locked(x->vmm, x->e, state, reason);
+  if (rc == 0 && (state == NC_VM_RUNNING || state == NC_VM_PAUSED))
+    x->e->desired = state;
+  pthread_mutex_unlock(&x->vmm->mu);
+  return rc;
+}
+
+void nc_vmm_ext_finish(struct nc_vmm_ext *x, int rc, const struct nc_errinfo *err,
+                       enum nc_vmm_ext_end end) {
+  struct nc_vmm *vmm = x->vmm;
+  struct vm_entry *e = x->e;
+  if (end == NC_EXT_REMOVE) {
+    pthread_mutex_lock(&e->hv_mu);
+    hv_kill_locked(vmm, e);
+    pthread_mutex_unlock(&e->hv_mu);
+    remove_vm_files(vmm, e->spec.name);
+    char key[128];
+    snprintf(key, sizeof key, VMS_PREFIX "%s", e->spec.name);
+    int drc = nc_store_delete(vmm->cfg.store, key, NULL);
+    if (drc)
+      nc_error("vm", "vm \"%s\": cannot delete its record: %s", e->spec.name, nc_strerror(drc));
+    nc_events_publish(vmm->cfg.events, "vm.deleted", json_pack("{s:s}", "vm", e->spec.name));
+  }
+  pthread_mutex_lock(&vmm->mu);
+  if (e->op == x->op)
+    e->op = NULL;
+  if (end == NC_EXT_REMOVE && !e->removed)
+    remove_locked(vmm, e);
+  pthread_mutex_unlock(&vmm->mu);
+  nc_op_finish(x->op, rc, err);
+  pthread_mutex_lock(&vmm->mu);
+  nc_op_unref(x->op); /* e->op's */
+  entry_unref_locked(vmm, e);
+  vmm->running_ops--;
+  pthread_cond_broadcast(&vmm->cv);
+  pthread_mutex_unlock(&vmm->mu);
+  nc_op_unref(x->op);
+  free(x);
 }
 
 /* ---- reconciler --------------------------------------------------------- */

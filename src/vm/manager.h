@@ -89,4 +89,43 @@ int nc_vmm_console_log_path(struct nc_vmm *vmm, const char *name, char *out, siz
 /* Node summary: capacity, allocation, VMs by state. New reference. */
 json_t *nc_vmm_node_json(struct nc_vmm *vmm);
 
+/* ---- external operations ------------------------------------------------
+ * A subsystem above vm/ (migrate/) runs a long operation on a VM with
+ * these calls: it takes the VM (busy with one operation, like any other),
+ * drives its hypervisor under the VM's lock, records states, and finishes.
+ * All calls on one handle come from one thread. */
+struct nc_vmm_ext;
+struct nc_op;
+struct nc_hv_vm;
+
+enum nc_vmm_ext_end {
+  NC_EXT_KEEP,   /* the VM stays on this node */
+  NC_EXT_REMOVE, /* kill its hypervisor, delete its files and record */
+};
+
+/* Takes an existing VM for action (NC_ACT_MIGRATE). *out is {"operation":
+ * OP} for the API. */
+int nc_vmm_ext_begin(struct nc_vmm *vmm, const char *name, enum nc_vm_action action,
+                     const char *kind, bool cancellable, struct nc_vmm_ext **x, json_t **out,
+                     struct nc_errinfo *err);
+/* Defines a VM arriving by migration from its stored spec (as in
+ * nc_vmm_ext_spec), records it as migrating, prepares its disk overlay and
+ * launches its hypervisor waiting for the incoming stream (paused until
+ * resumed). 409 if the name exists, 422 if the image is not registered. */
+int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec, const char *kind,
+                        struct nc_vmm_ext **x, struct nc_errinfo *err);
+struct nc_op *nc_vmm_ext_op(struct nc_vmm_ext *x);
+const char *nc_vmm_ext_name(struct nc_vmm_ext *x);
+const char *nc_vmm_ext_run_dir(struct nc_vmm_ext *x);
+/* The VM's stored spec (new reference). */
+json_t *nc_vmm_ext_spec(struct nc_vmm_ext *x);
+/* Runs fn with the VM's hypervisor handle (NULL if none) under its lock. */
+int nc_vmm_ext_with_hv(struct nc_vmm_ext *x, int (*fn)(struct nc_hv_vm *hv, void *arg),
+                       void *arg);
+/* Records a state (through the lifecycle table) with a reason. */
+int nc_vmm_ext_set_state(struct nc_vmm_ext *x, enum nc_vm_state state, const char *reason);
+/* Ends the operation with rc/err and frees x. */
+void nc_vmm_ext_finish(struct nc_vmm_ext *x, int rc, const struct nc_errinfo *err,
+                       enum nc_vmm_ext_end end);
+
 #endif

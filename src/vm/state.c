@@ -7,7 +7,7 @@ static const char *const state_names[NC_VM__COUNT] = {
     "defined", "starting", "running", "paused", "stopping", "stopped", "migrating", "failed"};
 static const char *const action_names[NC_ACT__COUNT] = {
     "start",    "stop",    "pause", "resume",         "reboot",
-    "delete",   "snapshot", "restore", "clone", "snapshot-delete"};
+    "delete",   "snapshot", "restore", "clone", "snapshot-delete", "migrate"};
 
 const char *nc_vm_state_name(enum nc_vm_state s) {
   return (unsigned)s < NC_VM__COUNT ? state_names[s] : "unknown";
@@ -68,6 +68,7 @@ static const unsigned allowed_in[NC_ACT__COUNT] = {
     [NC_ACT_RESTORE] = B(NC_VM_RUNNING) | B(NC_VM_PAUSED),
     [NC_ACT_CLONE] = B(NC_VM_RUNNING) | B(NC_VM_PAUSED) | B(NC_VM_STOPPED) | B(NC_VM_DEFINED),
     [NC_ACT_SNAPSHOT_DELETE] = B(NC_VM_RUNNING) | B(NC_VM_PAUSED),
+    [NC_ACT_MIGRATE] = B(NC_VM_RUNNING) | B(NC_VM_PAUSED),
 };
 
 bool nc_vm_transition_valid(enum nc_vm_state from, enum nc_vm_state to) {

@@ -38,6 +38,7 @@ enum nc_vm_action {
   NC_ACT_RESTORE,
   NC_ACT_CLONE,
   NC_ACT_SNAPSHOT_DELETE,
+  NC_ACT_MIGRATE,
   NC_ACT__COUNT
 };
 

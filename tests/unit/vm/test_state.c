@@ -2,7 +2,7 @@
  *
  * The expected matrices below are written from the header's diagram and
  * prose, not copied from state.c, and every one of the 8x8 transitions and
- * 9x8 (action, state) pairs is checked against them. Where the table needs
+ * 11x8 (action, state) pairs is checked against them. Where the table needs
  * an edge the diagram does not draw, the edge is listed with the code path
  * that takes it. */
 #include "nc_test.h"
@@ -148,6 +148,8 @@ static unsigned allowed_states(enum nc_vm_action a) {
     return B(R) | B(P);
   case NC_ACT_CLONE:
     return B(D) | B(R) | B(P) | B(SD);
+  case NC_ACT_MIGRATE: /* a live QEMU to migrate */
+    return B(R) | B(P);
   default:
     return 0;
   }
@@ -242,7 +244,7 @@ static void test_names_round_trip(void **state) {
   }
   static const char *const an[] = {"start",   "stop",    "pause", "resume",
                                    "reboot",  "delete",  "snapshot", "restore",
-                                   "clone",   "snapshot-delete"};
+                                   "clone",   "snapshot-delete", "migrate"};
   EXPECT_I64(sizeof an / sizeof an[0], NC_ACT__COUNT);
   for (int a = 0; a < NC_ACT__COUNT; a++) {
     EXPECT_STR(nc_vm_action_name((enum nc_vm_action)a), an[a]);
@@ -256,7 +258,7 @@ static void test_names_round_trip(void **state) {
   EXPECT_RC(nc_vm_state_parse("", &s), -EINVAL);
   EXPECT_RC(nc_vm_state_parse("running ", &s), -EINVAL);
   EXPECT_RC(nc_vm_action_parse("START", &a), -EINVAL);
-  EXPECT_RC(nc_vm_action_parse("migrate", &a), -EINVAL);
+  EXPECT_RC(nc_vm_action_parse("migrate-to", &a), -EINVAL);
   EXPECT_STR(nc_vm_state_name(NC_VM__COUNT), "unknown");
   EXPECT_STR(nc_vm_state_name((enum nc_vm_state)-1), "unknown");
   EXPECT_STR(nc_vm_action_name(NC_ACT__COUNT), "unknown");
