@@ -188,6 +188,15 @@ static enum MHD_Result h_vm_action(struct call *c) {
   json_t *out = NULL;
   const char *a = c->seg[3];
   int rc;
+  if (strcmp(a, "migrate") == 0) {
+    if (!c->api->cfg.migrate_start)
+      return send_error(c, 503, "unavailable", NULL, "live migration is not available");
+    if (!c->body)
+      return send_error(c, 400, "bad_json", NULL,
+                        "the request body must be a JSON object like {\"to\": \"HOST:PORT\"}");
+    rc = c->api->cfg.migrate_start(c->api->cfg.migrate_data, c->seg[2], c->body, &out, &err);
+    return finish(c, rc, 202, out, &err);
+  }
   if (strcmp(a, "clone") == 0) {
     if (!c->body)
       return send_error(c, 400, "bad_json", NULL,
@@ -200,7 +209,8 @@ static enum MHD_Result h_vm_action(struct call *c) {
       !(act == NC_ACT_START || act == NC_ACT_STOP || act == NC_ACT_PAUSE ||
         act == NC_ACT_RESUME || act == NC_ACT_REBOOT))
     return send_error(c, 404, "not_found", NULL,
-                      "unknown vm action (use start, stop, pause, resume, reboot or clone)");
+                      "unknown vm action (use start, stop, pause, resume, reboot, clone or "
+                      "migrate)");
   rc = nc_vmm_action(c->api->cfg.vmm, c->seg[2], act, c->body, &out, &err);
   return finish(c, rc, 202, out, &err);
 }
@@ -273,6 +283,17 @@ static enum MHD_Result h_console(struct call *c) {
                               : send_text(c, 200, "text/plain; charset=utf-8", buf, (size_t)n);
   free(buf);
   return ret;
+}
+
+static enum MHD_Result h_migration_incoming(struct call *c) {
+  struct nc_errinfo err = {0};
+  json_t *out = NULL;
+  if (!c->api->cfg.migrate_incoming)
+    return send_error(c, 503, "unavailable", NULL, "live migration is not available");
+  if (!c->body)
+    return send_error(c, 400, "bad_json", NULL, "the request body must be a JSON object");
+  int rc = c->api->cfg.migrate_incoming(c->api->cfg.migrate_data, c->body, &out, &err);
+  return finish(c, rc, 201, out, &err);
 }
 
 static enum MHD_Result h_images_list(struct call *c) {
@@ -437,6 +458,7 @@ static const struct route routes[] = {
     {"GET", "/v1/operations/{id}", h_op_get, false},
     {"POST", "/v1/operations/{id}/cancel", h_op_cancel, false},
     {"GET", "/v1/events", h_events, false},
+    {"POST", "/v1/migrations/incoming", h_migration_incoming, false},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -532,16 +554,22 @@ static void allowed_methods(char *const *seg, size_t nseg, char *out, size_t len
   }
 }
 
-static bool token_ok(struct nc_api *api, struct MHD_Connection *conn) {
-  const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-  if (!h || strncmp(h, "Bearer ", 7) != 0 || !api->cfg.token)
+static bool token_eq(const char *t, const char *want) {
+  if (!want || !want[0])
     return false;
-  const char *t = h + 7;
-  size_t a = strlen(t), b = strlen(api->cfg.token);
+  size_t a = strlen(t), b = strlen(want);
   unsigned char diff = (unsigned char)(a != b);
   for (size_t i = 0; i < a && i < b; i++) /* constant time over the shorter */
-    diff |= (unsigned char)(t[i] ^ api->cfg.token[i]);
+    diff |= (unsigned char)(t[i] ^ want[i]);
   return diff == 0;
+}
+
+static bool token_ok(struct nc_api *api, struct MHD_Connection *conn) {
+  const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+  if (!h || strncmp(h, "Bearer ", 7) != 0)
+    return false;
+  bool a = token_eq(h + 7, api->cfg.token), b = token_eq(h + 7, api->cfg.cluster_token);
+  return a | b;
 }
 
 static bool is_json_type(const char *ct) {

@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util/errinfo.h"
+
 #define NC_API_BODY_MAX (64 * 1024)
 #define NC_API_CONNECTIONS_MAX 256
 
@@ -36,6 +38,13 @@ struct nc_api_config {
   const char *listen_host; /* NULL: no TCP listener */
   int listen_port;         /* 0 with a host: pick a free port */
   const char *token;       /* required for TCP */
+  const char *cluster_token; /* also accepted on TCP (peers); may be NULL */
+  /* Live migration (NULL: answered 503). Same contract as
+   * nc_migrate_start / nc_migrate_incoming in migrate/migrate.h. */
+  int (*migrate_start)(void *data, const char *name, json_t *body, json_t **out,
+                       struct nc_errinfo *err);
+  int (*migrate_incoming)(void *data, json_t *body, json_t **out, struct nc_errinfo *err);
+  void *migrate_data;
   /* Readiness: returns {"ready": bool, "components": [...]}; new ref. */
   json_t *(*readiness)(void *data);
   void *readiness_data;

@@ -11,6 +11,7 @@
 
 #include "util/errinfo.h"
 #include "util/log.h"
+#include "util/size.h"
 #include "vm/spec.h"
 
 void nc_config_defaults(struct nc_config *cfg) {
@@ -37,6 +38,7 @@ void nc_config_defaults(struct nc_config *cfg) {
   cfg->stop_timeout_s = 30;
   cfg->reconcile_interval_ms = 1000;
   cfg->kvm_probe_timeout_ms = 8000;
+  cfg->page_cache_bytes = 512ULL << 20;
 }
 
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port) {
@@ -163,10 +165,31 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       snprintf(err, err_len, "kvm_probe_timeout_ms must be 500 to 120000");
       return -EINVAL;
     }
+  } else if (strcmp(key, "cluster_token_file") == 0) {
+    if (value[0] && value[0] != '/') {
+      snprintf(err, err_len, "cluster_token_file must be an absolute path");
+      return -EINVAL;
+    }
+    snprintf(cfg->cluster_token_file, sizeof cfg->cluster_token_file, "%s", value);
+  } else if (strcmp(key, "dwcp_host") == 0) {
+    unsigned char addr[16];
+    if (value[0] && inet_pton(AF_INET, value, addr) != 1 && inet_pton(AF_INET6, value, addr) != 1) {
+      snprintf(err, err_len, "dwcp_host \"%s\" must be a numeric IP address", vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->dwcp_host, sizeof cfg->dwcp_host, "%s", value);
+  } else if (strcmp(key, "page_cache_bytes") == 0) {
+    uint64_t v = 0;
+    if (strcmp(value, "0") != 0 && nc_size_parse(value, &v) != 0) {
+      snprintf(err, err_len, "page_cache_bytes \"%s\" is not a size (try 512M, 2G or 0)", vex);
+      return -EINVAL;
+    }
+    cfg->page_cache_bytes = v;
   } else {
     snprintf(err, err_len,
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
-             "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms)",
+             "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms, "
+             "cluster_token_file, dwcp_host, page_cache_bytes)",
              kex);
     return -EINVAL;
   }

@@ -9,6 +9,7 @@
 #define NC_BOOT_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define NC_CONFIG_FILE_MAX (64 * 1024)
 #define NC_CONFIG_VALUE_MAX 1023
@@ -27,6 +28,9 @@ struct nc_config {
   int stop_timeout_s;
   int reconcile_interval_ms;
   int kvm_probe_timeout_ms;
+  char cluster_token_file[NC_CONFIG_VALUE_MAX + 1]; /* "" = none */
+  char dwcp_host[64];        /* "" = the listen address, or 127.0.0.1 */
+  uint64_t page_cache_bytes; /* 0 = no page cache */
 };
 
 /* Fills the built-in defaults (data_dir /var/lib/novacron, node name from

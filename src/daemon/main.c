@@ -31,6 +31,10 @@
 #include "vm/image.h"
 #include "vm/manager.h"
 #include "vm/ops.h"
+#ifdef NC_WITH_MIGRATE
+#include "dwcp/hde.h"
+#include "migrate/migrate.h"
+#endif
 
 #define DEFAULT_CONFIG "/etc/novacron/novacrond.conf"
 #define QEMU_MIN_MAJOR 9
@@ -49,6 +53,11 @@ struct daemon {
   struct nc_ops *ops;
   struct nc_vmm *vmm;
   struct nc_api *api;
+  char cluster_token[256];
+#ifdef NC_WITH_MIGRATE
+  struct nc_pcache *pcache;
+  struct nc_migrate *migrate;
+#endif
   pthread_t probe_thread;
   bool probe_running;
 };
@@ -198,6 +207,39 @@ static int c_token(void *ctx, char *err, size_t len) {
   return 0;
 }
 
+/* A token every node of a cluster shares: accepted on this node's TCP API
+ * and sent to peers (live migration). */
+static int c_cluster_token(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  if (!d->cfg.cluster_token_file[0])
+    return 0;
+  struct stat st;
+  int fd = open(d->cfg.cluster_token_file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(err, len, "cannot read cluster_token_file %s: %s", d->cfg.cluster_token_file,
+             strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return -errno;
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    snprintf(err, len, "%s is readable by others; chmod 600 it", d->cfg.cluster_token_file);
+    return -EPERM;
+  }
+  ssize_t n = read(fd, d->cluster_token, sizeof d->cluster_token - 1);
+  close(fd);
+  while (n > 0 && (d->cluster_token[n - 1] == '\n' || d->cluster_token[n - 1] == ' '))
+    n--;
+  if (n < 32) {
+    snprintf(err, len, "%s must hold a token of at least 32 characters",
+             d->cfg.cluster_token_file);
+    return -EINVAL;
+  }
+  d->cluster_token[n] = '\0';
+  return 0;
+}
+
 static int c_store(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
   char uri[1200];
@@ -281,6 +323,56 @@ static void s_vmm(void *ctx) {
   d->events = NULL;
 }
 
+#ifdef NC_WITH_MIGRATE
+static int c_migrate(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  if (d->cfg.page_cache_bytes > 0) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/pcache", d->cfg.data_dir);
+    int rc = nc_pcache_open(dir, d->cfg.page_cache_bytes, &d->pcache);
+    if (rc)
+      nc_warn("migrate", "page cache %s unavailable (%s); migrating without it", dir,
+              nc_strerror(rc));
+  }
+  const char *host = d->cfg.dwcp_host[0] ? d->cfg.dwcp_host
+                     : d->cfg.listen_host[0] && strcmp(d->cfg.listen_host, "0.0.0.0") != 0 &&
+                             strcmp(d->cfg.listen_host, "::") != 0
+                         ? d->cfg.listen_host
+                         : "127.0.0.1";
+  snprintf(d->cfg.dwcp_host, sizeof d->cfg.dwcp_host, "%s", host);
+  struct nc_migrate_config mc = {
+      .vmm = d->vmm,
+      .pcache = d->pcache,
+      .metrics = d->metrics,
+      .node_name = d->cfg.node_name,
+      .dwcp_host = d->cfg.dwcp_host,
+      .peer_token = d->cluster_token[0] ? d->cluster_token : NULL,
+  };
+  int rc = nc_migrate_new(&mc, &d->migrate);
+  if (rc)
+    snprintf(err, len, "cannot start live migration: %s", nc_strerror(rc));
+  return rc;
+}
+
+static void s_migrate(void *ctx) {
+  struct daemon *d = ctx;
+  nc_migrate_free(d->migrate);
+  d->migrate = NULL;
+  nc_pcache_close(d->pcache);
+  d->pcache = NULL;
+}
+
+static int api_migrate_start(void *data, const char *name, json_t *body, json_t **out,
+                             struct nc_errinfo *err) {
+  return nc_migrate_start(data, name, body, out, err);
+}
+
+static int api_migrate_incoming(void *data, json_t *body, json_t **out,
+                                struct nc_errinfo *err) {
+  return nc_migrate_incoming(data, body, out, err);
+}
+#endif
+
 static json_t *readiness(void *data) {
   struct daemon *d = data;
   return nc_boot_readiness(d->boot);
@@ -300,8 +392,14 @@ static int c_api(void *ctx, char *err, size_t len) {
       .listen_host = d->cfg.listen_host[0] ? d->cfg.listen_host : NULL,
       .listen_port = d->cfg.listen_port,
       .token = d->token,
+      .cluster_token = d->cluster_token[0] ? d->cluster_token : NULL,
       .readiness = readiness,
       .readiness_data = d,
+#ifdef NC_WITH_MIGRATE
+      .migrate_start = api_migrate_start,
+      .migrate_incoming = api_migrate_incoming,
+      .migrate_data = d->migrate,
+#endif
   };
   int rc = nc_api_start(&ac, &d->api);
   if (rc) {
@@ -430,7 +528,8 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: novacrond [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
           "                 [--node-name NAME] [--log-level debug|info|warn|error]\n"
-          "                 [--accel auto|tcg|kvm] [--qemu PATH] [--version]\n"
+          "                 [--accel auto|tcg|kvm] [--qemu PATH]\n"
+          "                 [--cluster-token-file FILE] [--version]\n"
           "\n"
           "Flags override the config file (default %s, if it exists).\n"
           "The API is always on <data-dir>/api.sock; --listen adds a TCP listener that\n"
@@ -441,6 +540,7 @@ static void usage(FILE *f) {
 static int parse_args(struct daemon *d, int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},   {"data-dir", required_argument, NULL, 'd'},
+      {"cluster-token-file", required_argument, NULL, 't'},
       {"listen", required_argument, NULL, 'l'},   {"node-name", required_argument, NULL, 'n'},
       {"log-level", required_argument, NULL, 'v'}, {"accel", required_argument, NULL, 'a'},
       {"qemu", required_argument, NULL, 'q'},     {"version", no_argument, NULL, 'V'},
@@ -484,7 +584,8 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
   optind = 1;
   static const char *const keys[] = {['d'] = "data_dir", ['l'] = "listen",
                                      ['n'] = "node_name", ['v'] = "log_level",
-                                     ['a'] = "accel",    ['q'] = "qemu"};
+                                     ['a'] = "accel",    ['q'] = "qemu",
+                                     ['t'] = "cluster_token_file"};
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (c == 'c' || c == 'V' || c == 'h')
       continue;
@@ -521,9 +622,13 @@ int main(int argc, char **argv) {
       {"metrics", NC_PHASE_PREINIT, true, c_metrics, NULL},
       {"data-dir", NC_PHASE_CORE, true, c_data_dir, s_data_dir},
       {"api-token", NC_PHASE_CORE, true, c_token, NULL},
+      {"cluster-token", NC_PHASE_CORE, true, c_cluster_token, NULL},
       {"store", NC_PHASE_CORE, true, c_store, s_store},
       {"hypervisor", NC_PHASE_CORE, true, c_hv, s_hv},
       {"vm-manager", NC_PHASE_SERVICES, true, c_vmm, s_vmm},
+#ifdef NC_WITH_MIGRATE
+      {"migration", NC_PHASE_SERVICES, false, c_migrate, s_migrate},
+#endif
       {"api", NC_PHASE_SERVICES, true, c_api, s_api},
       {"accel-probe", NC_PHASE_POSTINIT, false, c_probe, s_probe},
   };

@@ -1,0 +1,1215 @@
+#include "migrate/migrate.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dwcp/amst.h"
+#include "dwcp/hde.h"
+#include "dwcp/qstream.h"
+#include "hv/qemu.h"
+#include "hv/qmp.h"
+#include "migrate/peer.h"
+#include "obs/metrics.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "vm/manager.h"
+#include "vm/ops.h"
+#include "vm/spec.h"
+
+/* AMST message types. Layouts (big endian; changing them breaks
+ * compatibility between nodes):
+ *   DATA        records, each  u8 kind | body
+ *                 kind 1 OPAQUE: u32 len | len stream bytes
+ *                 kind 2 PAGE:   u64 key (block << 48 | offset) | u16 len | HDE token
+ *   END         empty: the source stream is complete
+ *   COMMIT_ACK  empty: the source handed the VM over
+ *   ABORT       UTF-8 reason
+ *   PROBE       filler bytes for the bandwidth probe
+ *   SUMMARY     u64 session | u64 new_pages_quota | u64 delta_cache_bytes |
+ *               page-cache summary (nc_pcache_summary)
+ *   COMMIT_REQ  empty: the destination's QEMU has the whole state
+ *   RESUMED     empty: the destination runs the guest */
+enum {
+  MSG_DATA = NC_AMST_TYPE_USER,
+  MSG_END,
+  MSG_COMMIT_ACK,
+  MSG_ABORT,
+  MSG_PROBE,
+  MSG_SUMMARY = NC_AMST_TYPE_USER + 16,
+  MSG_COMMIT_REQ,
+  MSG_RESUMED,
+};
+
+#define REC_OPAQUE 1
+#define REC_PAGE 2
+#define BATCH_MAX (256 * 1024)
+#define OPAQUE_CHUNK (64 * 1024)
+#define READ_CHUNK (256 * 1024)
+#define PROBE_BYTES (1024 * 1024)
+#define PEER_TIMEOUT_MS 15000
+#define ACCEPT_TIMEOUT_MS 30000
+#define COMMIT_TIMEOUT_MS 60000
+#define DEFAULT_DELTA_CACHE (64ULL << 20)
+#define DEFAULT_MAX_DOWNTIME_MS 300
+#define DEFAULT_CONVERGE_TIMEOUT_S 300
+#define QMP_TIMEOUT_MS 10000
+
+#define ACTIVE_MAX 64
+
+struct nc_migrate {
+  struct nc_migrate_config cfg;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int threads;
+  bool stopping;
+  struct nc_amst *active[ACTIVE_MAX]; /* sessions to abort at shutdown */
+  struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void put_be16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static void put_be32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+static void put_be64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+static uint64_t get_be(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static int64_t now_ms(void) { return nc_mono_ms(nc_clock_system()); }
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* QMP on the VM's QEMU, under the VM's hypervisor lock. */
+struct qmp_call {
+  const char *cmd;
+  json_t *args; /* stolen */
+  json_t *ret;
+  char desc[256];
+};
+
+static int do_qmp(struct nc_hv_vm *hv, void *arg) {
+  struct qmp_call *c = arg;
+  if (!hv)
+    return -ESRCH;
+  struct nc_qmp *q = nc_hv_qemu_vm_qmp(hv);
+  if (!q)
+    return -ENOTCONN;
+  int rc = nc_qmp_execute(q, c->cmd, c->args, QMP_TIMEOUT_MS, &c->ret);
+  if (rc)
+    snprintf(c->desc, sizeof c->desc, "%s", nc_qmp_error_desc(q));
+  return rc;
+}
+
+static int qmp(struct nc_vmm_ext *x, const char *cmd, json_t *args, json_t **ret, char *desc,
+               size_t dlen) {
+  struct qmp_call c = {.cmd = cmd, .args = args};
+  int rc = nc_vmm_ext_with_hv(x, do_qmp, &c);
+  json_decref(args);
+  if (desc)
+    snprintf(desc, dlen, "%s", c.desc);
+  if (ret)
+    *ret = c.ret;
+  else
+    json_decref(c.ret);
+  return rc;
+}
+
+static const char *run_state(struct nc_vmm_ext *x, char *buf, size_t len) {
+  json_t *r = NULL;
+  buf[0] = '\0';
+  if (qmp(x, "query-status", NULL, &r, NULL, 0) == 0) {
+    const char *s = json_string_value(json_object_get(r, "status"));
+    snprintf(buf, len, "%s", s ? s : "");
+  }
+  json_decref(r);
+  return buf;
+}
+
+/* Registers a live session so shutdown can abort it. */
+static void track(struct nc_migrate *m, struct nc_amst *a, bool on) {
+  pthread_mutex_lock(&m->mu);
+  for (int i = 0; i < ACTIVE_MAX; i++) {
+    if (on && !m->active[i]) {
+      m->active[i] = a;
+      if (m->stopping)
+        nc_amst_abort(a);
+      break;
+    }
+    if (!on && m->active[i] == a) {
+      m->active[i] = NULL;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&m->mu);
+}
+
+static bool stopping(struct nc_migrate *m) {
+  pthread_mutex_lock(&m->mu);
+  bool s = m->stopping;
+  pthread_mutex_unlock(&m->mu);
+  return s;
+}
+
+static void thread_done(struct nc_migrate *m) {
+  pthread_mutex_lock(&m->mu);
+  m->threads--;
+  pthread_cond_broadcast(&m->cv);
+  pthread_mutex_unlock(&m->mu);
+}
+
+static int spawn(struct nc_migrate *m, void *(*fn)(void *), void *arg) {
+  pthread_mutex_lock(&m->mu);
+  if (m->stopping) {
+    pthread_mutex_unlock(&m->mu);
+    return -ECANCELED;
+  }
+  m->threads++;
+  pthread_mutex_unlock(&m->mu);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+  if (rc) {
+    thread_done(m);
+    return -rc;
+  }
+  return 0;
+}
+
+/* ---- source ------------------------------------------------------------- */
+
+struct src {
+  struct nc_migrate *m;
+  struct nc_vmm_ext *x;
+  char name[NC_NAME_MAX + 1];
+  char to[256];
+  char to_host[256];
+  char token[256];
+  char mode[16];
+  int streams;
+  int max_downtime_ms;
+  int converge_timeout_s;
+  uint8_t session[16];
+  int dwcp_port;
+
+  struct nc_amst *a;
+  struct nc_hde_enc *enc;
+  struct nc_qs_parser *qs;
+  uint8_t *batch;
+  size_t blen;
+  int listen_fd, qemu_fd;
+
+  /* pump thread */
+  pthread_t pump;
+  bool pump_started;
+  int pump_rc;
+  char pump_err[256];
+  uint64_t raw_bytes; /* read from QEMU */
+  bool pump_done;
+  pthread_mutex_t mu;
+};
+
+static int flush_batch(struct src *s) {
+  if (s->blen == 0)
+    return 0;
+  int rc = nc_amst_send(s->a, MSG_DATA, s->batch, s->blen);
+  s->blen = 0;
+  return rc;
+}
+
+static int room(struct src *s, size_t need) {
+  if (s->blen + need > BATCH_MAX)
+    return flush_batch(s);
+  return 0;
+}
+
+static int sink_opaque(void *data, const uint8_t *bytes, size_t n) {
+  struct src *s = data;
+  while (n > 0) {
+    size_t k = n < OPAQUE_CHUNK ? n : OPAQUE_CHUNK;
+    int rc = room(s, 5 + k);
+    if (rc)
+      return rc;
+    s->batch[s->blen] = REC_OPAQUE;
+    put_be32(s->batch + s->blen + 1, (uint32_t)k);
+    memcpy(s->batch + s->blen + 5, bytes, k);
+    s->blen += 5 + k;
+    bytes += k;
+    n -= k;
+  }
+  return 0;
+}
+
+static int sink_page(void *data, uint32_t block, uint64_t offset, const uint8_t *page) {
+  struct src *s = data;
+  int rc = room(s, 11 + NC_HDE_TOKEN_MAX);
+  if (rc)
+    return rc;
+  uint64_t key = (uint64_t)block << 48 | offset;
+  size_t tlen = 0;
+  rc = nc_hde_encode(s->enc, key, page, s->batch + s->blen + 11, &tlen);
+  if (rc)
+    return rc;
+  s->batch[s->blen] = REC_PAGE;
+  put_be64(s->batch + s->blen + 1, key);
+  put_be16(s->batch + s->blen + 9, (uint16_t)tlen);
+  s->blen += 11 + tlen;
+  return 0;
+}
+
+/* Reads QEMU's stream until EOF and sends it on. Runs on its own thread so
+ * the operation thread can watch QEMU and honour cancel meanwhile. */
+static void *pump_main(void *arg) {
+  struct src *s = arg;
+  uint8_t *buf = malloc(READ_CHUNK);
+  int rc = buf ? 0 : -ENOMEM;
+  while (rc == 0) {
+    ssize_t n = read(s->qemu_fd, buf, READ_CHUNK);
+    if (n == 0)
+      break;
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      rc = -errno;
+      snprintf(s->pump_err, sizeof s->pump_err, "reading the source QEMU's stream: %s",
+               strerror(errno));
+      break;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->raw_bytes += (uint64_t)n;
+    pthread_mutex_unlock(&s->mu);
+    rc = nc_qs_feed(s->qs, buf, (size_t)n);
+    if (rc)
+      snprintf(s->pump_err, sizeof s->pump_err, "sending the stream: %s", nc_strerror(rc));
+  }
+  if (rc == 0)
+    rc = nc_qs_finish(s->qs);
+  if (rc == 0)
+    rc = flush_batch(s);
+  if (rc == 0)
+    rc = nc_amst_send(s->a, MSG_END, NULL, 0);
+  if (rc && !s->pump_err[0])
+    snprintf(s->pump_err, sizeof s->pump_err, "sending the stream: %s", nc_strerror(rc));
+  free(buf);
+  pthread_mutex_lock(&s->mu);
+  s->pump_rc = rc;
+  s->pump_done = true;
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+static int parse_to(const char *to, char *host, size_t hlen, int *port) {
+  const char *colon = strrchr(to, ':');
+  if (!colon || colon == to || (size_t)(colon - to) >= hlen)
+    return -EINVAL;
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || p <= 0 || p > 65535)
+    return -EINVAL;
+  memcpy(host, to, (size_t)(colon - to));
+  host[colon - to] = '\0';
+  *port = (int)p;
+  return 0;
+}
+
+/* Measures the link with a 1 MiB probe and picks the mode's parameters. */
+static void choose_mode(struct src *s, int64_t rtt_ms, double bw_mbit, struct nc_hde_params *p,
+                        char *why, size_t wlen) {
+  const char *mode = s->mode;
+  if (strcmp(mode, "auto") == 0) {
+    if (rtt_ms <= 2 && bw_mbit >= 900)
+      mode = "datacenter";
+    else if (rtt_ms >= 20 || bw_mbit < 200)
+      mode = "internet";
+    else
+      mode = "hybrid";
+    snprintf(why, wlen, "auto: rtt %lld ms, probe %.0f Mbit/s -> %s", (long long)rtt_ms, bw_mbit,
+             mode);
+  } else {
+    snprintf(why, wlen, "pinned: %s (rtt %lld ms, probe %.0f Mbit/s)", mode, (long long)rtt_ms,
+             bw_mbit);
+  }
+  snprintf(s->mode, sizeof s->mode, "%s", mode);
+  p->dedup = true;
+  if (strcmp(mode, "datacenter") == 0) {
+    p->codec = NC_HDE_LZ4; /* the CPU is the bottleneck: cheapest codec */
+    p->level = 1;
+  } else if (strcmp(mode, "hybrid") == 0) {
+    p->codec = NC_HDE_ZSTD;
+    p->level = 1;
+  } else {
+    p->codec = NC_HDE_ZSTD;
+    p->level = 3;
+  }
+}
+
+static void src_progress(struct src *s, json_t *info, int64_t t0) {
+  json_t *ram = json_object_get(info, "ram");
+  uint64_t transferred = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
+  uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining"));
+  uint64_t total = (uint64_t)json_integer_value(json_object_get(ram, "total"));
+  double dirty = (double)json_integer_value(json_object_get(ram, "dirty-pages-rate")) * 4096 /
+                 1048576.0;
+  int64_t iter = json_integer_value(json_object_get(ram, "dirty-sync-count"));
+  int64_t exp = json_integer_value(json_object_get(info, "expected-downtime"));
+  struct nc_amst_stats as;
+  nc_amst_stats(s->a, &as);
+  pthread_mutex_lock(&s->mu);
+  uint64_t raw = s->raw_bytes;
+  pthread_mutex_unlock(&s->mu);
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "%s: pass %lld, %llu/%llu MiB sent, %llu MiB remaining, dirty %.1f MiB/s, wire "
+           "%.1f MiB for %.1f MiB of stream (%.2f), expected downtime %lld ms, %.1f s",
+           s->mode, (long long)iter, (unsigned long long)(transferred >> 20),
+           (unsigned long long)(total >> 20), (unsigned long long)(remaining >> 20), dirty,
+           (double)as.bytes_sent / 1048576.0, (double)raw / 1048576.0,
+           raw ? (double)as.bytes_sent / (double)raw : 0.0, (long long)exp,
+           (double)(now_ms() - t0) / 1000.0);
+  double frac = total ? (double)(total - (remaining < total ? remaining : total)) / (double)total
+                      : 0;
+  nc_op_progress(nc_vmm_ext_op(s->x), frac * 0.9, msg);
+}
+
+/* Rolls back after a failure before the hand-over: the source keeps the VM. */
+static void src_rollback(struct src *s) {
+  char st[32];
+  json_t *r = NULL;
+  if (qmp(s->x, "query-migrate", NULL, &r, NULL, 0) == 0) {
+    const char *status = json_string_value(json_object_get(r, "status"));
+    if (status && strcmp(status, "completed") != 0 && strcmp(status, "failed") != 0 &&
+        strcmp(status, "cancelled") != 0)
+      qmp(s->x, "migrate_cancel", NULL, NULL, NULL, 0);
+  }
+  json_decref(r);
+  /* QEMU resumes a guest it stopped for a migration that then failed;
+   * after "completed" it stays paused (postmigrate) and we resume it. */
+  for (int i = 0; i < 50; i++) {
+    run_state(s->x, st, sizeof st);
+    if (strcmp(st, "finish-migrate") != 0 && strcmp(st, "") != 0)
+      break;
+    usleep(100 * 1000);
+  }
+  if (strcmp(st, "postmigrate") == 0 || strcmp(st, "paused") == 0)
+    qmp(s->x, "cont", NULL, NULL, NULL, 0);
+  run_state(s->x, st, sizeof st);
+  nc_vmm_ext_set_state(s->x, strcmp(st, "running") == 0 ? NC_VM_RUNNING : NC_VM_PAUSED,
+                       "migration rolled back; the vm stays on this node");
+}
+
+/* After COMMIT_ACK without RESUMED: ask the destination what it has. */
+static int src_settle_unconfirmed(struct src *s, struct nc_errinfo *err) {
+  char path[128];
+  snprintf(path, sizeof path, "/v1/vms/%s", s->name);
+  for (int i = 0; i < 20; i++) {
+    long status = 0;
+    json_t *vm = NULL;
+    int rc = nc__peer_call("GET", s->to, path, s->token, NULL, 3000, &status, &vm);
+    const char *state = vm ? json_string_value(json_object_get(vm, "state")) : NULL;
+    if (rc == 0 && status == 200 && state &&
+        (strcmp(state, "running") == 0 || strcmp(state, "paused") == 0)) {
+      json_decref(vm);
+      nc_warn("migrate", "vm \"%s\": %s confirmed it runs the vm after the session dropped",
+              s->name, s->to);
+      return 0;
+    }
+    json_decref(vm);
+    if (rc == 0 && status == 404) {
+      src_rollback(s);
+      return nc_errinfo_set(err, 500, "migration_failed", NULL,
+                            "vm \"%s\": the destination %s dropped the vm after the hand-over "
+                            "began; it was resumed here",
+                            s->name, s->to);
+    }
+    usleep(500 * 1000);
+  }
+  nc_vmm_ext_set_state(s->x, NC_VM_FAILED,
+                       "hand-over unconfirmed: the destination did not confirm it resumed the "
+                       "vm and cannot be asked; it is left paused here so it never runs twice. "
+                       "Check the destination, then delete it here or resume it here");
+  return nc_errinfo_set(err, 500, "migration_unconfirmed", NULL,
+                        "vm \"%s\": the destination %s did not confirm the hand-over and cannot "
+                        "be reached; the vm is paused here (see its state reason)",
+                        s->name, s->to);
+}
+
+static int src_run(struct src *s, struct nc_errinfo *err) {
+  struct nc_op *op = nc_vmm_ext_op(s->x);
+  int rc;
+  bool handed_over = false;
+  int64_t t0 = now_ms();
+  nc_op_running(op, "preparing the destination");
+
+  /* 1. The destination defines the VM and starts its QEMU waiting. */
+  json_t *spec = nc_vmm_ext_spec(s->x);
+  json_t *req = json_pack("{s:o, s:s, s:i}", "vm", spec, "source", s->m->cfg.node_name,
+                          "streams", s->streams);
+  long status = 0;
+  json_t *resp = NULL;
+  rc = nc__peer_call("POST", s->to, "/v1/migrations/incoming", s->token, req, PEER_TIMEOUT_MS,
+                     &status, &resp);
+  json_decref(req);
+  if (rc) {
+    json_decref(resp);
+    return nc_errinfo_set(err, 502, "peer_unreachable", "to",
+                          "cannot reach the destination %s: %s", s->to, nc_strerror(rc));
+  }
+  if (status != 200 && status != 201) {
+    const char *msg = json_string_value(json_object_get(json_object_get(resp, "error"), "message"));
+    rc = nc_errinfo_set(err, status == 401 ? 401 : 409, "peer_refused", "to",
+                        "the destination %s refused the migration (HTTP %ld): %s", s->to, status,
+                        msg ? msg : "no reason given");
+    json_decref(resp);
+    return rc;
+  }
+  const char *sess_hex = json_string_value(json_object_get(resp, "session"));
+  s->dwcp_port = (int)json_integer_value(json_object_get(resp, "port"));
+  if (!sess_hex || strlen(sess_hex) != 32 || s->dwcp_port <= 0) {
+    json_decref(resp);
+    return nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                          "the destination %s answered without a session", s->to);
+  }
+  for (int i = 0; i < 16; i++) {
+    unsigned v;
+    sscanf(sess_hex + 2 * i, "%2x", &v);
+    s->session[i] = (uint8_t)v;
+  }
+  json_decref(resp);
+
+  /* 2. The DWCP session, and a look at the link. */
+  nc_op_progress(op, 0.02, "connecting DWCP streams");
+  struct nc_amst_config ac = {.streams = s->streams, .bbr = true};
+  int64_t tc = now_ms();
+  rc = nc_amst_connect(&ac, s->to_host, s->dwcp_port, s->session, &s->a);
+  int64_t rtt_ms = now_ms() - tc; /* the handshake costs about one round trip */
+  if (rc == 0)
+    track(s->m, s->a, true);
+  if (rc) {
+    nc_errinfo_set(err, 502, "peer_unreachable", "to", "cannot open DWCP streams to %s:%d: %s",
+                   s->to_host, s->dwcp_port, nc_strerror(rc));
+    goto rollback;
+  }
+  uint8_t type;
+  void *payload = NULL;
+  size_t plen = 0;
+  rc = nc_amst_recv(s->a, ACCEPT_TIMEOUT_MS, &type, &payload, &plen);
+  if (rc || type != MSG_SUMMARY || plen < 24) {
+    free(payload);
+    nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                   "the destination did not send its page-cache summary (%s)",
+                   rc ? nc_strerror(rc) : "unexpected message");
+    rc = rc ? rc : NC_E_PROTO;
+    goto rollback;
+  }
+  struct nc_hde_params hp = {0};
+  hp.new_pages_quota = get_be((uint8_t *)payload + 8, 8);
+  hp.delta_cache_bytes = get_be((uint8_t *)payload + 16, 8);
+  int64_t tp = now_ms();
+  uint8_t *filler = calloc(1, PROBE_BYTES);
+  rc = filler ? nc_amst_send(s->a, MSG_PROBE, filler, PROBE_BYTES) : -ENOMEM;
+  free(filler);
+  if (rc == 0)
+    rc = nc_amst_flush(s->a, 30000);
+  double probe_s = (double)(now_ms() - tp) / 1000.0;
+  double bw_mbit = probe_s > 0 ? PROBE_BYTES * 8.0 / 1e6 / probe_s : 1e5;
+  if (rc) {
+    free(payload);
+    nc_errinfo_set(err, 502, "link_failed", NULL, "the DWCP link failed during the probe: %s",
+                   nc_strerror(rc));
+    goto rollback;
+  }
+  char why[160];
+  choose_mode(s, rtt_ms, bw_mbit, &hp, why, sizeof why);
+  nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,
+          s->streams);
+  rc = nc_hde_enc_new(&hp, (uint8_t *)payload + 24, plen - 24, s->m->cfg.pcache, &s->enc);
+  free(payload);
+  if (rc) {
+    nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page encoder: %s",
+                   nc_strerror(rc));
+    goto rollback;
+  }
+  struct nc_qs_sink sink = {s, sink_opaque, sink_page};
+  if ((rc = nc_qs_parser_new(&sink, &s->qs)) != 0 || !(s->batch = malloc(BATCH_MAX))) {
+    rc = rc ? rc : -ENOMEM;
+    nc_errinfo_set(err, 500, "internal", NULL, "out of memory");
+    goto rollback;
+  }
+
+  /* 3. QEMU migrates into our unix socket. */
+  char sock[1200];
+  snprintf(sock, sizeof sock, "%s/mig-out.sock", nc_vmm_ext_run_dir(s->x));
+  unlink(sock);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(s->listen_fd, 1) != 0) {
+    rc = -errno;
+    nc_errinfo_set(err, 500, "internal", NULL, "cannot listen on %s: %s", sock, strerror(errno));
+    goto rollback;
+  }
+  nc_vmm_ext_set_state(s->x, NC_VM_MIGRATING, why);
+  char desc[256];
+  qmp(s->x, "migrate-set-capabilities",
+      json_pack("{s:[{s:s, s:b}, {s:s, s:b}]}", "capabilities", "capability", "auto-converge",
+                1, "capability", "events", 1),
+      NULL, NULL, 0);
+  qmp(s->x, "migrate-set-parameters",
+      json_pack("{s:I, s:I}", "downtime-limit", (json_int_t)s->max_downtime_ms, "max-bandwidth",
+                (json_int_t)(1LL << 40)),
+      NULL, NULL, 0);
+  char uri[1300];
+  snprintf(uri, sizeof uri, "unix:%s", sock);
+  rc = qmp(s->x, "migrate", json_pack("{s:s}", "uri", uri), NULL, desc, sizeof desc);
+  if (rc) {
+    nc_errinfo_set(err, 500, "hypervisor_error", NULL, "QEMU refused to migrate: %s", desc);
+    goto rollback;
+  }
+  struct pollfd pfd = {s->listen_fd, POLLIN, 0};
+  if (poll(&pfd, 1, 10000) != 1 || (s->qemu_fd = accept4(s->listen_fd, NULL, NULL,
+                                                         SOCK_CLOEXEC)) < 0) {
+    rc = -ETIMEDOUT;
+    nc_errinfo_set(err, 500, "hypervisor_error", NULL, "QEMU did not connect to %s", sock);
+    goto rollback;
+  }
+  pthread_mutex_init(&s->mu, NULL);
+  if ((rc = pthread_create(&s->pump, NULL, pump_main, s)) != 0) {
+    rc = -rc;
+    nc_errinfo_set(err, 500, "internal", NULL, "cannot start the stream pump");
+    goto rollback;
+  }
+  s->pump_started = true;
+
+  /* 4. Watch QEMU until it completes, fails, or we are told to stop. */
+  const char *final = NULL;
+  char qstatus[32] = "";
+  int64_t deadline = now_ms() + (int64_t)s->converge_timeout_s * 1000;
+  for (;;) {
+    json_t *info = NULL;
+    if (qmp(s->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
+      const char *st = json_string_value(json_object_get(info, "status"));
+      snprintf(qstatus, sizeof qstatus, "%s", st ? st : "");
+      if (strcmp(qstatus, "active") == 0 || strcmp(qstatus, "device") == 0)
+        src_progress(s, info, t0);
+    }
+    json_decref(info);
+    pthread_mutex_lock(&s->mu);
+    bool pump_done = s->pump_done;
+    int pump_rc = s->pump_rc;
+    pthread_mutex_unlock(&s->mu);
+    if (strcmp(qstatus, "completed") == 0 && pump_done) {
+      final = "completed";
+      break;
+    }
+    if (strcmp(qstatus, "failed") == 0 || strcmp(qstatus, "cancelled") == 0 ||
+        (pump_done && pump_rc)) {
+      final = "failed";
+      break;
+    }
+    if (nc_op_cancel_requested(op) || stopping(s->m)) {
+      final = "cancelled";
+      break;
+    }
+    if (now_ms() > deadline) {
+      final = "timeout";
+      break;
+    }
+    usleep(200 * 1000);
+  }
+  if (strcmp(final, "completed") != 0) {
+    if (strcmp(final, "cancelled") == 0) {
+      rc = NC_E_CANCELLED;
+      nc_errinfo_set(err, 409, "cancelled", NULL,
+                     "migration of vm \"%s\" cancelled; it keeps running here", s->name);
+    } else if (strcmp(final, "timeout") == 0) {
+      rc = -ETIMEDOUT;
+      nc_errinfo_set(err, 500, "not_converging", NULL,
+                     "migration of vm \"%s\" did not converge within %d s (the guest dirties "
+                     "memory faster than the link carries it, even throttled); it keeps "
+                     "running here. Retry with a larger max_downtime_ms or on a faster link",
+                     s->name, s->converge_timeout_s);
+    } else {
+      rc = NC_E_HV;
+      nc_errinfo_set(err, 500, "migration_failed", NULL,
+                     "migration of vm \"%s\" failed (QEMU: %s%s%s); it keeps running here",
+                     s->name, qstatus, s->pump_err[0] ? "; " : "", s->pump_err);
+    }
+    nc_amst_send(s->a, MSG_ABORT, err->message, strlen(err->message));
+    nc_amst_abort(s->a);
+    goto rollback;
+  }
+
+  /* 5. Hand-over. */
+  nc_op_progress(op, 0.92, "waiting for the destination to load the state");
+  rc = nc_amst_flush(s->a, COMMIT_TIMEOUT_MS);
+  payload = NULL;
+  if (rc == 0)
+    rc = nc_amst_recv(s->a, COMMIT_TIMEOUT_MS, &type, &payload, &plen);
+  if (rc || type != MSG_COMMIT_REQ) {
+    char reason[200] = "";
+    if (rc == 0 && type == MSG_ABORT)
+      snprintf(reason, sizeof reason, "%.*s", (int)(plen < 190 ? plen : 190), (char *)payload);
+    free(payload);
+    nc_errinfo_set(err, 500, "migration_failed", NULL,
+                   "the destination did not take vm \"%s\" (%s); it was resumed here", s->name,
+                   reason[0] ? reason : rc ? nc_strerror(rc) : "unexpected message");
+    rc = rc ? rc : NC_E_PROTO;
+    nc_amst_abort(s->a);
+    goto rollback;
+  }
+  free(payload);
+  handed_over = true;
+  nc_vmm_ext_set_state(s->x, NC_VM_MIGRATING, "handing over to the destination");
+  rc = nc_amst_send(s->a, MSG_COMMIT_ACK, NULL, 0);
+  if (rc == 0)
+    rc = nc_amst_recv(s->a, COMMIT_TIMEOUT_MS, &type, &payload, &plen);
+  if (rc == 0)
+    free(payload);
+  if (rc || type != MSG_RESUMED) {
+    rc = src_settle_unconfirmed(s, err);
+    if (rc)
+      return rc;
+  }
+  struct nc_amst_stats as;
+  nc_amst_stats(s->a, &as);
+  struct nc_hde_stats hs;
+  nc_hde_enc_stats(s->enc, &hs);
+  int64_t total_ms = now_ms() - t0;
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "migrated to %s in %.2f s (%s): %.1f MiB on the wire for %.1f MiB of stream; pages "
+           "%llu: zero %llu, ref %llu, delta %llu, raw %llu",
+           s->to, (double)total_ms / 1000.0, s->mode, (double)as.bytes_sent / 1048576.0,
+           (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
+           (unsigned long long)hs.zero, (unsigned long long)hs.ref,
+           (unsigned long long)hs.delta, (unsigned long long)hs.raw);
+  nc_op_progress(op, 1.0, msg);
+  nc_info("migrate", "vm \"%s\": %s", s->name, msg);
+  if (s->m->m_total) {
+    nc_metric_add(s->m->m_total, (const char *const[]){"source", "succeeded"}, 1);
+    nc_metric_add(s->m->m_bytes_wire, NULL, (double)as.bytes_sent);
+    nc_metric_add(s->m->m_bytes_raw, NULL, (double)s->raw_bytes);
+  }
+  return 0;
+
+rollback:
+  if (!handed_over)
+    src_rollback(s);
+  if (s->m->m_total)
+    nc_metric_add(s->m->m_total,
+                  (const char *const[]){"source", rc == NC_E_CANCELLED ? "cancelled" : "failed"},
+                  1);
+  return rc ? rc : NC_E_HV;
+}
+
+static void *src_main(void *arg) {
+  struct src *s = arg;
+  struct nc_errinfo err = {0};
+  s->listen_fd = s->qemu_fd = -1;
+  int rc = src_run(s, &err);
+  if (s->pump_started) {
+    if (s->qemu_fd >= 0)
+      shutdown(s->qemu_fd, SHUT_RDWR); /* unblocks the pump's read */
+    if (s->a && rc)
+      nc_amst_abort(s->a); /* unblocks the pump's send */
+    pthread_join(s->pump, NULL);
+    pthread_mutex_destroy(&s->mu);
+  }
+  if (s->qemu_fd >= 0)
+    close(s->qemu_fd);
+  if (s->listen_fd >= 0)
+    close(s->listen_fd);
+  char sock[1200];
+  snprintf(sock, sizeof sock, "%s/mig-out.sock", nc_vmm_ext_run_dir(s->x));
+  unlink(sock);
+  if (s->a) {
+    track(s->m, s->a, false);
+    if (rc)
+      nc_amst_abort(s->a);
+    nc_amst_close(s->a);
+  }
+  nc_hde_enc_free(s->enc);
+  nc_qs_parser_free(s->qs);
+  free(s->batch);
+  struct nc_migrate *m = s->m;
+  nc_vmm_ext_finish(s->x, rc, &err, rc == 0 ? NC_EXT_REMOVE : NC_EXT_KEEP);
+  free(s);
+  thread_done(m);
+  return NULL;
+}
+
+int nc_migrate_start(struct nc_migrate *m, const char *name, json_t *body, json_t **out,
+                     struct nc_errinfo *err) {
+  static const char *const allowed[] = {"to", "token", "mode", "streams", "max_downtime_ms",
+                                        "timeout_s", NULL};
+  if (!json_is_object(body))
+    return nc_errinfo_set(err, 400, "bad_json", NULL,
+                          "the request body must be a JSON object like {\"to\": \"HOST:PORT\"}");
+  int rc = nc_json_check_fields(body, allowed, "migrate", err);
+  if (rc)
+    return rc;
+  struct src *s = calloc(1, sizeof *s);
+  if (!s)
+    return -ENOMEM;
+  s->m = m;
+  s->streams = 4;
+  s->max_downtime_ms = DEFAULT_MAX_DOWNTIME_MS;
+  s->converge_timeout_s = DEFAULT_CONVERGE_TIMEOUT_S;
+  snprintf(s->mode, sizeof s->mode, "auto");
+  snprintf(s->name, sizeof s->name, "%s", name);
+  json_t *v = json_object_get(body, "to");
+  int port;
+  if (!json_is_string(v) ||
+      parse_to(json_string_value(v), s->to_host, sizeof s->to_host, &port) != 0) {
+    rc = nc_errinfo_set(err, 400, v ? "invalid_field" : "missing_field", "to",
+                        "to must be the destination's API address HOST:PORT, like "
+                        "10.0.0.2:8470");
+    goto fail;
+  }
+  snprintf(s->to, sizeof s->to, "%s", json_string_value(v));
+  v = json_object_get(body, "token");
+  if (v && (!json_is_string(v) || json_string_length(v) >= sizeof s->token)) {
+    rc = nc_errinfo_set(err, 400, "invalid_field", "token", "token must be a string");
+    goto fail;
+  }
+  snprintf(s->token, sizeof s->token, "%s",
+           v ? json_string_value(v) : m->cfg.peer_token ? m->cfg.peer_token : "");
+  if (!s->token[0]) {
+    rc = nc_errinfo_set(err, 400, "missing_field", "token",
+                        "no token for the destination: pass \"token\" (the destination's "
+                        "api.token) or set cluster_token_file on both nodes");
+    goto fail;
+  }
+  v = json_object_get(body, "mode");
+  if (v) {
+    const char *mv = json_string_value(v);
+    if (!mv || (strcmp(mv, "auto") && strcmp(mv, "datacenter") && strcmp(mv, "hybrid") &&
+                strcmp(mv, "internet"))) {
+      rc = nc_errinfo_set(err, 400, "invalid_field", "mode",
+                          "mode must be auto, datacenter, hybrid or internet");
+      goto fail;
+    }
+    snprintf(s->mode, sizeof s->mode, "%s", mv);
+  }
+  v = json_object_get(body, "streams");
+  if (v) {
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > NC_AMST_STREAMS_MAX) {
+      rc = nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
+                          NC_AMST_STREAMS_MAX);
+      goto fail;
+    }
+    s->streams = (int)json_integer_value(v);
+  }
+  v = json_object_get(body, "max_downtime_ms");
+  if (v) {
+    if (!json_is_integer(v) || json_integer_value(v) < 10 || json_integer_value(v) > 60000) {
+      rc = nc_errinfo_set(err, 400, "invalid_field", "max_downtime_ms",
+                          "max_downtime_ms must be 10 to 60000");
+      goto fail;
+    }
+    s->max_downtime_ms = (int)json_integer_value(v);
+  }
+  v = json_object_get(body, "timeout_s");
+  if (v) {
+    if (!json_is_integer(v) || json_integer_value(v) < 5 || json_integer_value(v) > 86400) {
+      rc = nc_errinfo_set(err, 400, "invalid_field", "timeout_s",
+                          "timeout_s must be 5 to 86400 seconds");
+      goto fail;
+    }
+    s->converge_timeout_s = (int)json_integer_value(v);
+  }
+  rc = nc_vmm_ext_begin(m->cfg.vmm, name, NC_ACT_MIGRATE, "vm.migrate", true, &s->x, out, err);
+  if (rc)
+    goto fail;
+  rc = spawn(m, src_main, s);
+  if (rc) {
+    nc_errinfo_set(err, 503, "unavailable", NULL, "cannot start the migration");
+    nc_vmm_ext_finish(s->x, rc, err, NC_EXT_KEEP);
+    json_decref(*out);
+    *out = NULL;
+    free(s);
+    return rc;
+  }
+  return 0;
+fail:
+  free(s);
+  return rc;
+}
+
+/* ---- destination -------------------------------------------------------- */
+
+struct dst {
+  struct nc_migrate *m;
+  struct nc_vmm_ext *x;
+  struct nc_amst_listener *l;
+  struct nc_amst *a;
+  struct nc_hde_dec *dec;
+  uint8_t session[16];
+  uint64_t session64;
+  int streams;
+  int qemu_fd;
+};
+
+static int connect_unix(const char *path, int timeout_ms) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int64_t deadline = now_ms() + timeout_ms;
+  for (;;) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+      return fd;
+    int e = errno;
+    close(fd);
+    if (now_ms() > deadline)
+      return -e;
+    usleep(20 * 1000);
+  }
+}
+
+static int dst_apply(struct dst *d, const uint8_t *p, size_t n, struct nc_errinfo *err) {
+  uint8_t page[NC_HDE_PAGE];
+  size_t i = 0;
+  while (i < n) {
+    uint8_t kind = p[i];
+    if (kind == REC_OPAQUE && n - i >= 5) {
+      uint32_t len = (uint32_t)get_be(p + i + 1, 4);
+      if (len > n - i - 5)
+        break;
+      int rc = write_all(d->qemu_fd, p + i + 5, len);
+      if (rc)
+        return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                              "writing to the destination QEMU: %s", nc_strerror(rc));
+      i += 5 + len;
+    } else if (kind == REC_PAGE && n - i >= 11) {
+      uint64_t key = get_be(p + i + 1, 8);
+      uint16_t tlen = (uint16_t)get_be(p + i + 9, 2);
+      if (tlen > n - i - 11)
+        break;
+      int rc = nc_hde_decode(d->dec, key, p + i + 11, tlen, page);
+      if (rc)
+        return nc_errinfo_set(err, 500, "corrupt_page", NULL,
+                              "a page could not be rebuilt (%s); stopping before the guest "
+                              "sees it",
+                              nc_strerror(rc));
+      rc = write_all(d->qemu_fd, page, sizeof page);
+      if (rc)
+        return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                              "writing to the destination QEMU: %s", nc_strerror(rc));
+      i += 11 + tlen;
+    } else {
+      break;
+    }
+  }
+  if (i != n)
+    return nc_errinfo_set(err, 502, "peer_protocol", NULL, "malformed DATA message from the source");
+  return 0;
+}
+
+static int dst_run(struct dst *d, struct nc_errinfo *err) {
+  struct nc_op *op = nc_vmm_ext_op(d->x);
+  nc_op_running(op, "waiting for the source's DWCP streams");
+  struct nc_amst_config ac = {.streams = d->streams, .bbr = true};
+  int rc = nc_amst_accept(d->l, &ac, d->session, ACCEPT_TIMEOUT_MS, &d->a);
+  nc_amst_listener_close(d->l);
+  d->l = NULL;
+  if (rc)
+    return nc_errinfo_set(err, 502, "peer_unreachable", NULL,
+                          "the source did not open its DWCP streams: %s", nc_strerror(rc));
+  track(d->m, d->a, true);
+
+  /* Our page cache's summary, and the promises that go with it. */
+  uint64_t guest_pages = 0;
+  json_t *spec = nc_vmm_ext_spec(d->x);
+  guest_pages = (uint64_t)json_integer_value(json_object_get(spec, "memory_bytes")) / NC_HDE_PAGE;
+  json_decref(spec);
+  struct nc_hde_params hp = {.dedup = true, .delta_cache_bytes = DEFAULT_DELTA_CACHE};
+  uint8_t *summary = NULL;
+  size_t slen = 0;
+  if (d->m->cfg.pcache) {
+    uint64_t granted = 0;
+    if (nc_pcache_reserve(d->m->cfg.pcache, d->session64, guest_pages, &granted) == 0)
+      hp.new_pages_quota = granted;
+    if (nc_pcache_summary(d->m->cfg.pcache, d->session64, &summary, &slen) != 0) {
+      summary = NULL; /* no summary: the source simply references nothing old */
+      slen = 0;
+    }
+  }
+  uint8_t *msg = malloc(24 + slen);
+  if (!msg) {
+    free(summary);
+    return -ENOMEM;
+  }
+  put_be64(msg, d->session64);
+  put_be64(msg + 8, hp.new_pages_quota);
+  put_be64(msg + 16, hp.delta_cache_bytes);
+  if (slen)
+    memcpy(msg + 24, summary, slen);
+  free(summary);
+  rc = nc_amst_send(d->a, MSG_SUMMARY, msg, 24 + slen);
+  free(msg);
+  if (rc)
+    return nc_errinfo_set(err, 502, "link_failed", NULL, "sending the summary: %s",
+                          nc_strerror(rc));
+  if ((rc = nc_hde_dec_new(&hp, d->m->cfg.pcache, d->session64, &d->dec)) != 0)
+    return nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page decoder");
+
+  char sock[1200];
+  snprintf(sock, sizeof sock, "%s/mig-in.sock", nc_vmm_ext_run_dir(d->x));
+  d->qemu_fd = connect_unix(sock, 10000);
+  if (d->qemu_fd < 0)
+    return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                          "cannot connect to the destination QEMU's incoming socket: %s",
+                          nc_strerror(d->qemu_fd));
+
+  nc_op_running(op, "receiving");
+  for (;;) {
+    uint8_t type;
+    void *p = NULL;
+    size_t n = 0;
+    rc = nc_amst_recv(d->a, 60000, &type, &p, &n);
+    if (rc)
+      return nc_errinfo_set(err, 502, "link_failed", NULL,
+                            "the DWCP session with the source failed: %s", nc_strerror(rc));
+    if (type == MSG_DATA) {
+      rc = dst_apply(d, p, n, err);
+      free(p);
+      if (rc) {
+        nc_amst_send(d->a, MSG_ABORT, err->message, strlen(err->message));
+        return rc;
+      }
+    } else if (type == MSG_PROBE) {
+      free(p);
+    } else if (type == MSG_END) {
+      free(p);
+      break;
+    } else if (type == MSG_ABORT) {
+      nc_errinfo_set(err, 409, "aborted", NULL, "the source aborted: %.*s",
+                     (int)(n < 200 ? n : 200), (char *)p);
+      free(p);
+      return NC_E_CANCELLED;
+    } else {
+      free(p);
+      return nc_errinfo_set(err, 502, "peer_protocol", NULL, "unexpected message %u", type);
+    }
+  }
+  shutdown(d->qemu_fd, SHUT_WR);
+
+  /* QEMU must have loaded everything before we ask to take over. */
+  char qstatus[32] = "";
+  for (int i = 0; i < 600; i++) {
+    json_t *info = NULL;
+    if (qmp(d->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
+      const char *st = json_string_value(json_object_get(info, "status"));
+      snprintf(qstatus, sizeof qstatus, "%s", st ? st : "");
+    }
+    json_decref(info);
+    if (strcmp(qstatus, "completed") == 0 || strcmp(qstatus, "failed") == 0)
+      break;
+    usleep(100 * 1000);
+  }
+  if (strcmp(qstatus, "completed") != 0) {
+    nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                   "the destination QEMU did not accept the state (status \"%s\"; see its "
+                   "qemu.log)",
+                   qstatus);
+    nc_amst_send(d->a, MSG_ABORT, err->message, strlen(err->message));
+    return NC_E_HV;
+  }
+  rc = nc_amst_send(d->a, MSG_COMMIT_REQ, NULL, 0);
+  uint8_t type = 0;
+  void *p = NULL;
+  size_t n = 0;
+  if (rc == 0)
+    rc = nc_amst_recv(d->a, COMMIT_TIMEOUT_MS, &type, &p, &n);
+  free(p);
+  if (rc || type != MSG_COMMIT_ACK)
+    return nc_errinfo_set(err, 502, "link_failed", NULL,
+                          "the source did not confirm the hand-over (%s); not resuming",
+                          rc ? nc_strerror(rc) : "unexpected message");
+  /* We own the VM now: record it, then resume. */
+  nc_vmm_ext_set_state(d->x, NC_VM_PAUSED, "migrated in; resuming");
+  char desc[200];
+  rc = qmp(d->x, "cont", NULL, NULL, desc, sizeof desc);
+  if (rc) {
+    nc_vmm_ext_set_state(d->x, NC_VM_FAILED, "migrated in but QEMU would not resume");
+    return nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cont failed: %s", desc);
+  }
+  nc_vmm_ext_set_state(d->x, NC_VM_RUNNING, "migrated in");
+  nc_amst_send(d->a, MSG_RESUMED, NULL, 0);
+  nc_amst_flush(d->a, 5000);
+  return 0;
+}
+
+static void *dst_main(void *arg) {
+  struct dst *d = arg;
+  struct nc_errinfo err = {0};
+  d->qemu_fd = -1;
+  int rc = dst_run(d, &err);
+  if (rc)
+    nc_warn("migrate", "incoming vm \"%s\": %s", nc_vmm_ext_name(d->x),
+            err.message[0] ? err.message : nc_strerror(rc));
+  if (d->qemu_fd >= 0)
+    close(d->qemu_fd);
+  if (d->a) {
+    track(d->m, d->a, false);
+    if (rc)
+      nc_amst_abort(d->a);
+    nc_amst_close(d->a);
+  }
+  nc_amst_listener_close(d->l);
+  nc_hde_dec_free(d->dec);
+  if (d->m->cfg.pcache)
+    nc_pcache_unpin_all(d->m->cfg.pcache, d->session64);
+  struct nc_migrate *m = d->m;
+  if (m->m_total)
+    nc_metric_add(m->m_total,
+                  (const char *const[]){"destination", rc == 0 ? "succeeded" : "failed"}, 1);
+  nc_vmm_ext_finish(d->x, rc, &err, rc == 0 ? NC_EXT_KEEP : NC_EXT_REMOVE);
+  free(d);
+  thread_done(m);
+  return NULL;
+}
+
+int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
+                        struct nc_errinfo *err) {
+  static const char *const allowed[] = {"vm", "source", "streams", NULL};
+  if (!json_is_object(body))
+    return nc_errinfo_set(err, 400, "bad_json", NULL, "the request body must be a JSON object");
+  int rc = nc_json_check_fields(body, allowed, "incoming migration", err);
+  if (rc)
+    return rc;
+  json_t *vm = json_object_get(body, "vm");
+  json_t *st = json_object_get(body, "streams");
+  if (!json_is_object(vm))
+    return nc_errinfo_set(err, 400, "missing_field", "vm", "field \"vm\" (the spec) is required");
+  if (!json_is_integer(st) || json_integer_value(st) < 1 ||
+      json_integer_value(st) > NC_AMST_STREAMS_MAX)
+    return nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
+                          NC_AMST_STREAMS_MAX);
+  struct dst *d = calloc(1, sizeof *d);
+  if (!d)
+    return -ENOMEM;
+  d->m = m;
+  d->streams = (int)json_integer_value(st);
+  nc_rand_system()->fill(nc_rand_system(), d->session, sizeof d->session);
+  memcpy(&d->session64, d->session, sizeof d->session64);
+  d->session64 |= 1; /* the page cache reserves 0 for "no session" */
+  rc = nc_amst_listen(m->cfg.dwcp_host, 0, &d->l);
+  if (rc) {
+    free(d);
+    return nc_errinfo_set(err, 503, "unavailable", NULL, "cannot open a DWCP listener on %s: %s",
+                          m->cfg.dwcp_host, nc_strerror(rc));
+  }
+  rc = nc_vmm_ext_incoming(m->cfg.vmm, vm, "vm.migrate-in", &d->x, err);
+  if (rc) {
+    nc_amst_listener_close(d->l);
+    free(d);
+    return rc;
+  }
+  /* QEMU listens for the stream on a unix socket in the VM's directory. */
+  char uri[1300], desc[256];
+  snprintf(uri, sizeof uri, "unix:%s/mig-in.sock", nc_vmm_ext_run_dir(d->x));
+  rc = qmp(d->x, "migrate-incoming", json_pack("{s:s}", "uri", uri), NULL, desc, sizeof desc);
+  if (rc) {
+    nc_errinfo_set(err, 500, "hypervisor_error", NULL, "migrate-incoming failed: %s", desc);
+    nc_amst_listener_close(d->l);
+    nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
+    free(d);
+    return rc;
+  }
+  char hex[33];
+  for (int i = 0; i < 16; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d->session[i]);
+  *out = json_pack("{s:s, s:i, s:s}", "session", hex, "port", nc_amst_listener_port(d->l),
+                   "operation", nc_op_id(nc_vmm_ext_op(d->x)));
+  rc = spawn(m, dst_main, d);
+  if (rc) {
+    json_decref(*out);
+    *out = NULL;
+    nc_amst_listener_close(d->l);
+    nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
+    free(d);
+    return nc_errinfo_set(err, 503, "unavailable", NULL, "cannot start the receiver");
+  }
+  return 0;
+}
+
+/* ---- service ------------------------------------------------------------ */
+
+int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out) {
+  struct nc_migrate *m = calloc(1, sizeof *m);
+  if (!m)
+    return -ENOMEM;
+  m->cfg = *cfg;
+  pthread_mutex_init(&m->mu, NULL);
+  pthread_cond_init(&m->cv, NULL);
+  if (cfg->metrics) {
+    m->m_total = nc_metrics_register(cfg->metrics, NC_METRIC_COUNTER, "novacron_migrations_total",
+                                     "Migrations by role and result.",
+                                     (const char *const[]){"role", "result", NULL}, NULL, 0);
+    m->m_bytes_wire = nc_metrics_register(
+        cfg->metrics, NC_METRIC_COUNTER, "novacron_migration_wire_bytes_total",
+        "Bytes sent on DWCP streams by successful outgoing migrations.", NULL, NULL, 0);
+    m->m_bytes_raw = nc_metrics_register(
+        cfg->metrics, NC_METRIC_COUNTER, "novacron_migration_stream_bytes_total",
+        "Bytes of QEMU migration stream carried by successful outgoing migrations.", NULL, NULL,
+        0);
+  }
+  *out = m;
+  return 0;
+}
+
+void nc_migrate_free(struct nc_migrate *m) {
+  if (!m)
+    return;
+  pthread_mutex_lock(&m->mu);
+  m->stopping = true; /* sources cancel (the VM stays), destinations tear down */
+  for (int i = 0; i < ACTIVE_MAX; i++)
+    if (m->active[i])
+      nc_amst_abort(m->active[i]);
+  while (m->threads > 0)
+    pthread_cond_wait(&m->cv, &m->mu);
+  pthread_mutex_unlock(&m->mu);
+  pthread_cond_destroy(&m->cv);
+  pthread_mutex_destroy(&m->mu);
+  free(m);
+}
