@@ -40,6 +40,7 @@ struct vm_entry {
   json_t *snapshots; /* [{name, created_ms}] */
   json_t *history;   /* [{from, to, reason, at_ms}], newest last */
   struct nc_op *op;  /* the running operation, or NULL */
+  bool incoming;     /* arriving by migration, not yet owned here */
   int refs;
   bool removed;
 
@@ -144,11 +145,12 @@ static const char *accel_name(enum nc_hv_accel a) { return a == NC_ACCEL_KVM ? "
 
 /* Caller holds vmm->mu. The stored form. */
 static json_t *record_json_locked(struct vm_entry *e) {
-  return json_pack("{s:o, s:s, s:s, s:s, s:I, s:I, s:s, s:O, s:O}", "spec",
+  return json_pack("{s:o, s:s, s:s, s:s, s:I, s:I, s:s, s:O, s:O, s:b}", "spec",
                    nc_vm_spec_to_json(&e->spec), "state", nc_vm_state_name(e->state), "desired",
                    nc_vm_state_name(e->desired), "reason", e->reason, "created_ms",
                    (json_int_t)e->created_ms, "changed_ms", (json_int_t)e->changed_ms, "accel",
-                   accel_name(e->accel), "snapshots", e->snapshots, "history", e->history);
+                   accel_name(e->accel), "snapshots", e->snapshots, "history", e->history,
+                   "incoming", e->incoming);
 }
 
 /* Caller holds vmm->mu. */
@@ -172,12 +174,13 @@ static int load_record(struct nc_vmm *vmm, const struct nc_kv *kv) {
   json_t *spec_j = NULL, *snaps = NULL, *hist = NULL;
   const char *state = NULL, *desired = NULL, *reason = "", *accel = "tcg";
   json_int_t created = 0, changed = 0;
+  int incoming = 0;
   struct nc_vm_spec spec;
   int rc = NC_E_INVALID;
-  if (!j || json_unpack(j, "{s:o, s:s, s:s, s?s, s?I, s?I, s?s, s?o, s?o}", "spec", &spec_j,
+  if (!j || json_unpack(j, "{s:o, s:s, s:s, s?s, s?I, s?I, s?s, s?o, s?o, s?b}", "spec", &spec_j,
                         "state", &state, "desired", &desired, "reason", &reason, "created_ms",
                         &created, "changed_ms", &changed, "accel", &accel, "snapshots", &snaps,
-                        "history", &hist) != 0)
+                        "history", &hist, "incoming", &incoming) != 0)
     goto out;
   if (nc_vm_spec_from_json(spec_j, &spec) != 0)
     goto out;
@@ -189,6 +192,7 @@ static int load_record(struct nc_vmm *vmm, const struct nc_kv *kv) {
     e->desired = NC_VM_STOPPED;
   snprintf(e->reason, sizeof e->reason, "%s", reason);
   e->changed_ms = changed;
+  e->incoming = incoming != 0;
   e->accel = strcmp(accel, "kvm") == 0 ? NC_ACCEL_KVM : NC_ACCEL_TCG;
   if (json_is_array(snaps)) {
     json_decref(e->snapshots);
@@ -1286,6 +1290,7 @@ int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec_json, const char *kind,
   nc_vm_spec_clear(&spec);
   e->accel = vmm->cfg.accel;
   e->desired = NC_VM_RUNNING;
+  e->incoming = true;
   struct nc_op *op;
   if ((rc = nc_ops_create(vmm->cfg.ops, kind, e->spec.name, &op)) != 0) {
     entry_unref_locked(vmm, e);
@@ -1350,9 +1355,15 @@ int nc_vmm_ext_with_hv(struct nc_vmm_ext *x, int (*fn)(struct nc_hv_vm *hv, void
 
 int nc_vmm_ext_set_state(struct nc_vmm_ext *x, enum nc_vm_state state, const char *reason) {
   pthread_mutex_lock(&x->vmm->mu);
+  if (state == NC_VM_PAUSED && x->e->state == NC_VM_MIGRATING && x->e->incoming) {
+    /* The destination takes ownership: recorded before it resumes. */
+    x->e->incoming = false;
+  }
   int rc = set_state_locked(x->vmm, x->e, state, reason);
   if (rc == 0 && (state == NC_VM_RUNNING || state == NC_VM_PAUSED))
     x->e->desired = state;
+  if (rc == 0)
+    save_locked(x->vmm, x->e);
   pthread_mutex_unlock(&x->vmm->mu);
   return rc;
 }
@@ -1620,15 +1631,16 @@ int nc_vmm_new(const struct nc_vmm_config *cfg, struct nc_vmm **out) {
 static void adopt_all(struct nc_vmm *vmm) {
   pthread_mutex_lock(&vmm->mu);
   size_t n = vmm->n;
+  struct vm_entry **all = malloc((n ? n : 1) * sizeof *all);
+  if (!all)
+    abort();
+  for (size_t i = 0; i < n; i++) {
+    all[i] = vmm->vms[i];
+    all[i]->refs++;
+  }
   pthread_mutex_unlock(&vmm->mu);
   for (size_t i = 0; i < n; i++) {
-    pthread_mutex_lock(&vmm->mu);
-    struct vm_entry *e = i < vmm->n ? vmm->vms[i] : NULL;
-    if (e)
-      e->refs++;
-    pthread_mutex_unlock(&vmm->mu);
-    if (!e)
-      break;
+    struct vm_entry *e = all[i];
     struct nc_image img;
     bool have_img = nc_image_get(vmm->cfg.store, e->spec.image, &img) == 0;
     char dir[1100], disk[1200], cmdline[2100];
@@ -1642,7 +1654,35 @@ static void adopt_all(struct nc_vmm *vmm) {
       e->stats_valid = vmm->cfg.hv->ops->stats(e->hv, &e->stats) == 0;
     pthread_mutex_unlock(&e->hv_mu);
     pthread_mutex_lock(&vmm->mu);
-    if (rc == 0) {
+    if (e->incoming) {
+      /* A migration into this node was cut short before the hand-over:
+       * the source still owns the VM (and resumes it when it learns we do
+       * not have it). Remove what we had prepared. */
+      pthread_mutex_unlock(&vmm->mu);
+      nc_warn("vm", "vm \"%s\": removing an incoming migration interrupted by a restart",
+              e->spec.name);
+      pthread_mutex_lock(&e->hv_mu);
+      if (rc == 0)
+        hv_kill_locked(vmm, e);
+      pthread_mutex_unlock(&e->hv_mu);
+      remove_vm_files(vmm, e->spec.name);
+      char key[128];
+      snprintf(key, sizeof key, VMS_PREFIX "%s", e->spec.name);
+      nc_store_delete(vmm->cfg.store, key, NULL);
+      pthread_mutex_lock(&vmm->mu);
+      remove_locked(vmm, e);
+      entry_unref_locked(vmm, e);
+      pthread_mutex_unlock(&vmm->mu);
+      continue;
+    }
+    if (rc == 0 && e->state == NC_VM_MIGRATING && hst != NC_HV_RUNNING &&
+        hst != NC_HV_PAUSED) {
+      /* An outgoing migration was cut short after QEMU finished sending:
+       * the destination may run the VM now. Never resume blindly. */
+      set_state_locked(vmm, e, NC_VM_FAILED,
+                       "a migration away from this node was interrupted during the hand-over; "
+                       "check whether the destination runs the vm before resuming it here");
+    } else if (rc == 0) {
       nc_info("vm", "vm \"%s\": re-adopted running hypervisor (pid %d)", e->spec.name,
               e->stats_valid ? e->stats.pid : -1);
       if (hst == NC_HV_RUNNING || hst == NC_HV_PAUSED) {
@@ -1665,6 +1705,7 @@ static void adopt_all(struct nc_vmm *vmm) {
     entry_unref_locked(vmm, e);
     pthread_mutex_unlock(&vmm->mu);
   }
+  free(all);
 }
 
 int nc_vmm_start(struct nc_vmm *vmm) {
