@@ -77,18 +77,8 @@ static enum MHD_Result send_text(struct call *c, unsigned status, const char *ct
   return ret;
 }
 
-/* Sends j (steals the reference). */
-static enum MHD_Result send_json(struct call *c, unsigned status, json_t *j) {
-  char *text = json_dumps(j, JSON_COMPACT);
-  json_decref(j);
-  if (!text)
-    return MHD_NO;
-  size_t len = strlen(text);
-  text = realloc(text, len + 2);
-  if (!text)
-    return MHD_NO;
-  text[len++] = '\n';
-  text[len] = '\0';
+/* Sends len bytes of JSON text; takes ownership of the malloc'd text. */
+static enum MHD_Result send_json_text(struct call *c, unsigned status, char *text, size_t len) {
   struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
   if (!r) {
     free(text);
@@ -100,6 +90,23 @@ static enum MHD_Result send_json(struct call *c, unsigned status, json_t *j) {
   enum MHD_Result ret = MHD_queue_response(c->conn, status, r);
   MHD_destroy_response(r);
   return ret;
+}
+
+/* Sends j (steals the reference). */
+static enum MHD_Result send_json(struct call *c, unsigned status, json_t *j) {
+  char *text = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  if (!text)
+    return MHD_NO;
+  size_t len = strlen(text);
+  char *t = realloc(text, len + 2);
+  if (!t) {
+    free(text);
+    return MHD_NO;
+  }
+  t[len++] = '\n';
+  t[len] = '\0';
+  return send_json_text(c, status, t, len);
 }
 
 static enum MHD_Result send_error(struct call *c, unsigned status, const char *code,
@@ -155,7 +162,11 @@ static enum MHD_Result finish(struct call *c, int rc, unsigned ok_status, json_t
 }
 
 static enum MHD_Result h_vms_list(struct call *c) {
-  return send_json(c, 200, nc_vmm_list(c->api->cfg.vmm));
+  char *text;
+  size_t len;
+  if (nc_vmm_list_text(c->api->cfg.vmm, &text, &len) != 0)
+    return send_error(c, 500, "internal", NULL, "cannot render the vm list");
+  return send_json_text(c, 200, text, len);
 }
 
 static enum MHD_Result h_vms_create(struct call *c) {

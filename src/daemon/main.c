@@ -339,7 +339,13 @@ static int c_migrate(void *ctx, char *err, size_t len) {
                              strcmp(d->cfg.listen_host, "::") != 0
                          ? d->cfg.listen_host
                          : "127.0.0.1";
-  snprintf(d->cfg.dwcp_host, sizeof d->cfg.dwcp_host, "%s", host);
+  if (host != d->cfg.dwcp_host) {
+    if (strlen(host) >= sizeof d->cfg.dwcp_host) {
+      snprintf(err, len, "the listen address is too long to serve as the DWCP address");
+      return -EINVAL;
+    }
+    memmove(d->cfg.dwcp_host, host, strlen(host) + 1);
+  }
   struct nc_migrate_config mc = {
       .vmm = d->vmm,
       .pcache = d->pcache,

@@ -98,6 +98,17 @@ static uint64_t get_be(const uint8_t *p, int n) {
 
 static int64_t now_ms(void) { return nc_mono_ms(nc_clock_system()); }
 
+/* Fills a unix socket address; -ENAMETOOLONG if path does not fit. */
+static int unix_addr(struct sockaddr_un *sa, const char *path) {
+  size_t n = strlen(path);
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  if (n >= sizeof sa->sun_path)
+    return -ENAMETOOLONG;
+  memcpy(sa->sun_path, path, n + 1);
+  return 0;
+}
+
 static int write_all(int fd, const uint8_t *p, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, p, n);
@@ -575,8 +586,11 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   char sock[1200];
   snprintf(sock, sizeof sock, "%s/mig-out.sock", nc_vmm_ext_run_dir(s->x));
   unlink(sock);
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  struct sockaddr_un sa;
+  if ((rc = unix_addr(&sa, sock)) != 0) {
+    nc_errinfo_set(err, 500, "internal", NULL, "socket path too long: %s", sock);
+    goto rollback;
+  }
   s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
       listen(s->listen_fd, 1) != 0) {
@@ -711,7 +725,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   struct nc_hde_stats hs;
   nc_hde_enc_stats(s->enc, &hs);
   int64_t total_ms = now_ms() - t0;
-  char msg[256];
+  char msg[512];
   snprintf(msg, sizeof msg,
            "migrated to %s in %.2f s (%s): %.1f MiB on the wire for %.1f MiB of stream; pages "
            "%llu: zero %llu, ref %llu, delta %llu, raw %llu",
@@ -888,8 +902,10 @@ struct dst {
 };
 
 static int connect_unix(const char *path, int timeout_ms) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  struct sockaddr_un sa;
+  int rc = unix_addr(&sa, path);
+  if (rc)
+    return rc;
   int64_t deadline = now_ms() + timeout_ms;
   for (;;) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

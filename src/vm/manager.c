@@ -62,6 +62,13 @@ struct nc_vmm {
   bool started;
   pthread_t reconciler;
   struct nc_metric *m_transitions;
+  /* The rendered VM list, reused until anything in it changes: every
+   * change to an entry goes through save_locked, add/remove or an
+   * operation starting or ending, and each bumps version. */
+  uint64_t version;
+  uint64_t list_version;
+  char *list_text;
+  size_t list_len;
 };
 
 /* ---- entries ------------------------------------------------------------ */
@@ -109,6 +116,7 @@ static struct vm_entry *find_locked(struct nc_vmm *vmm, const char *name) {
 }
 
 static void add_locked(struct nc_vmm *vmm, struct vm_entry *e) {
+  vmm->version++;
   if (vmm->n == vmm->cap) {
     vmm->cap = vmm->cap ? vmm->cap * 2 : 32;
     vmm->vms = realloc(vmm->vms, vmm->cap * sizeof *vmm->vms);
@@ -119,6 +127,7 @@ static void add_locked(struct nc_vmm *vmm, struct vm_entry *e) {
 }
 
 static void remove_locked(struct nc_vmm *vmm, struct vm_entry *e) {
+  vmm->version++;
   for (size_t i = 0; i < vmm->n; i++) {
     if (vmm->vms[i] == e) {
       memmove(&vmm->vms[i], &vmm->vms[i + 1], (vmm->n - i - 1) * sizeof *vmm->vms);
@@ -155,6 +164,7 @@ static json_t *record_json_locked(struct vm_entry *e) {
 
 /* Caller holds vmm->mu. */
 static int save_locked(struct nc_vmm *vmm, struct vm_entry *e) {
+  vmm->version++;
   json_t *j = record_json_locked(e);
   char *text = json_dumps(j, JSON_COMPACT);
   json_decref(j);
@@ -767,6 +777,7 @@ static void *op_thread(void *arg) {
     c->e->op = NULL;
   if (c->e2 && c->e2->op == c->op)
     c->e2->op = NULL;
+  vmm->version++;
   pthread_mutex_unlock(&vmm->mu);
   nc_op_finish(c->op, rc, &err);
   pthread_mutex_lock(&vmm->mu);
@@ -829,10 +840,12 @@ static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *
   /* References: the one from nc_ops_create is the thread's; e->op holds
    * another, and a clone target's e2->op a third. */
   e->op = op;
+  vmm->version++;
   e->refs++;
   nc_op_ref(op);
   if (c->e2) {
     c->e2->op = op;
+    vmm->version++;
     c->e2->refs++;
     nc_op_ref(op);
   }
@@ -847,10 +860,12 @@ static int begin_op_locked(struct nc_vmm *vmm, struct op_ctx *tmpl, const char *
   if (rc) {
     vmm->running_ops--;
     e->op = NULL;
+    vmm->version++;
     e->refs--;
     nc_op_unref(op);
     if (c->e2) {
       c->e2->op = NULL;
+      vmm->version++;
       c->e2->refs--;
       nc_op_unref(op);
     }
@@ -964,6 +979,35 @@ int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_err
     *out = vm_json_locked(vmm, e, true);
   pthread_mutex_unlock(&vmm->mu);
   return e ? 0 : not_found(name, err);
+}
+
+int nc_vmm_list_text(struct nc_vmm *vmm, char **text, size_t *len) {
+  pthread_mutex_lock(&vmm->mu);
+  if (!vmm->list_text || vmm->list_version != vmm->version) {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < vmm->n; i++)
+      json_array_append_new(arr, vm_json_locked(vmm, vmm->vms[i], false));
+    json_t *j = json_pack("{s:o}", "vms", arr);
+    char *t = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!t) {
+      pthread_mutex_unlock(&vmm->mu);
+      return -ENOMEM;
+    }
+    free(vmm->list_text);
+    vmm->list_text = t;
+    vmm->list_len = strlen(t);
+    vmm->list_version = vmm->version;
+  }
+  *text = malloc(vmm->list_len + 2);
+  if (*text) {
+    memcpy(*text, vmm->list_text, vmm->list_len);
+    (*text)[vmm->list_len] = '\n';
+    (*text)[vmm->list_len + 1] = '\0';
+    *len = vmm->list_len + 1;
+  }
+  pthread_mutex_unlock(&vmm->mu);
+  return *text ? 0 : -ENOMEM;
 }
 
 json_t *nc_vmm_list(struct nc_vmm *vmm) {
@@ -1233,6 +1277,7 @@ static struct nc_vmm_ext *ext_new_locked(struct nc_vmm *vmm, struct vm_entry *e,
   x->e = e;
   x->op = op; /* the reference from nc_ops_create */
   e->op = op;
+  vmm->version++;
   nc_op_ref(op); /* e->op's */
   e->refs++;
   vmm->running_ops++;
@@ -1387,6 +1432,7 @@ void nc_vmm_ext_finish(struct nc_vmm_ext *x, int rc, const struct nc_errinfo *er
   pthread_mutex_lock(&vmm->mu);
   if (e->op == x->op)
     e->op = NULL;
+  vmm->version++;
   if (end == NC_EXT_REMOVE && !e->removed)
     remove_locked(vmm, e);
   pthread_mutex_unlock(&vmm->mu);
@@ -1746,6 +1792,7 @@ void nc_vmm_free(struct nc_vmm *vmm) {
   vmm->n = 0;
   pthread_mutex_unlock(&vmm->mu);
   free(vmm->vms);
+  free(vmm->list_text);
   pthread_cond_destroy(&vmm->cv);
   pthread_mutex_destroy(&vmm->mu);
   free(vmm);

@@ -68,6 +68,10 @@ void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel);
 int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err);
 int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_errinfo *err);
 json_t *nc_vmm_list(struct nc_vmm *vmm);
+/* The same list rendered as JSON text (with a trailing newline), served
+ * from a cache until a VM changes. On success *text is malloc'd and the
+ * caller's. */
+int nc_vmm_list_text(struct nc_vmm *vmm, char **text, size_t *len);
 /* action: start stop pause resume reboot delete (anything else is 404:
  * snapshots and clones have their own calls); body may be NULL. *out is
  * {"operation": OP}. */
