@@ -57,6 +57,22 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      nc_cli_cmd_vm_snapshot_delete},
     {"vm", "clone", "NAME NEWNAME [--start] [--no-wait]", "copy a VM to a new one",
      "  --start                start the clone once made\n" WAIT_HELP, nc_cli_cmd_vm_clone},
+    {"vm", "migrate",
+     "NAME --to HOST:PORT [--token T | --token-file FILE] [--mode auto|datacenter|hybrid|internet] "
+     "[--streams N] [--max-downtime-ms N] [--timeout-s N] [--no-wait]",
+     "live-migrate a running VM to another node",
+     "  --to HOST:PORT         the destination novacrond's API address (required)\n"
+     "  --token T              bearer token for the destination's API (default: this\n"
+     "                         node's cluster token)\n"
+     "  --token-file FILE      read that token from FILE\n"
+     "  --mode MODE            auto (measure the link; default), datacenter, hybrid or\n"
+     "                         internet\n"
+     "  --streams N            parallel DWCP streams, 1 to 16 (server default 4)\n"
+     "  --max-downtime-ms N    longest pause allowed at the switch, 10 to 60000\n"
+     "                         (default 300)\n"
+     "  --timeout-s N          give up (the VM keeps running here) if not converged by\n"
+     "                         then, 5 to 86400 (default 300)\n" WAIT_HELP,
+     nc_cli_cmd_vm_migrate},
     {"image", "list", "", "list registered images", NULL, nc_cli_cmd_image_list},
     {"image", "register",
      "NAME --kernel K [--initrd I] [--disk D] [--cmdline C] | [NAME] --from-json FILE",

@@ -132,6 +132,7 @@ int nc_cli_cmd_vm_snapshots(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_vm_restore(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_vm_snapshot_delete(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_vm_clone(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_vm_migrate(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_image_list(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_image_register(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_node_show(struct nc_cli *cli, int argc, char **argv);
