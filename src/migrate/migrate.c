@@ -602,7 +602,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   char desc[256];
   qmp(s->x, "migrate-set-capabilities",
       json_pack("{s:[{s:s, s:b}, {s:s, s:b}]}", "capabilities", "capability", "auto-converge",
-                1, "capability", "events", 1),
+                "state", 1, "capability", "events", "state", 1),
       NULL, NULL, 0);
   qmp(s->x, "migrate-set-parameters",
       json_pack("{s:I, s:I}", "downtime-limit", (json_int_t)s->max_downtime_ms, "max-bandwidth",
