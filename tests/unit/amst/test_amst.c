@@ -317,8 +317,8 @@ static void test_bidirectional(void **state) {
   assert_int_equal(pthread_create(&t2, NULL, close_main, &c2), 0);
   pthread_join(t1, NULL);
   pthread_join(t2, NULL);
-  assert_in_range(c1.ms, 0, 2000);
-  assert_in_range(c2.ms, 0, 2000);
+  assert_in_range(c1.ms, 0, 3500); /* io_timeout is 5 s */
+  assert_in_range(c2.ms, 0, 3500);
   p.src = p.dst = NULL;
   pair_close(&p);
 }
@@ -383,7 +383,7 @@ static void test_backpressure(void **state) {
   struct producer pr = {.a = p.src, .msg_len = msg, .n = 512}; /* 32 MiB */
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, producer_main, &pr), 0);
-  uint64_t stalled = wait_stall(&pr, 300, 5000);
+  uint64_t stalled = wait_stall(&pr, 500, 8000);
   assert_false(atomic_load(&pr.done));
   struct nc_amst_stats st;
   nc_amst_stats(p.src, &st);
@@ -439,7 +439,7 @@ static void test_send_timeout_keeps_session(void **state) {
   }
   int64_t blocked = t_now_ms() - t0;
   assert_int_equal(rc, -ETIMEDOUT);
-  assert_in_range(blocked, 350, 1500);
+  assert_in_range(blocked, 350, 2500);
   assert_in_range(sent, 3, 5);
   for (int i = 0; i < sent; i++) {
     uint8_t type;
@@ -618,7 +618,7 @@ static void test_silent_peer(void **state) {
   int64_t ms = t_now_ms() - t0;
   printf("# silent peer: %s after %lld ms (io_timeout 400)\n", nc_strerror(rc), (long long)ms);
   assert_int_equal(rc, -ETIMEDOUT);
-  assert_in_range(ms, 300, 1200);
+  assert_in_range(ms, 300, 2500);
   raw_close(&r);
 }
 
@@ -657,7 +657,7 @@ static void test_session_matching(void **state) {
   struct nc_amst *b = NULL;
   int64_t t0 = t_now_ms();
   assert_int_equal(nc_amst_connect(&cfg, "127.0.0.1", port, other, &b), -ECONNREFUSED);
-  assert_in_range(t_now_ms() - t0, 0, 1000);
+  assert_in_range(t_now_ms() - t0, 0, 1900); /* before connect_timeout */
   int garbage = raw_tcp_connect(port);
   assert_true(garbage >= 0);
   assert_int_equal(raw_write(garbage, "GET / HTTP/1.1\r\n\r\n", 18), 0);
@@ -741,14 +741,14 @@ static void test_abort(void **state) {
          (long long)(local.returned_ms - t0), nc_strerror(remote.rc),
          (long long)(remote.returned_ms - t0));
   assert_int_equal(local.rc, -ECANCELED);
-  assert_in_range(local.returned_ms - t0, 0, 200);
+  assert_in_range(local.returned_ms - t0, 0, 1000);
   assert_true(remote.rc == -ECONNRESET || remote.rc == -EPIPE);
-  assert_in_range(remote.returned_ms - t0, 0, 500);
+  assert_in_range(remote.returned_ms - t0, 0, 2000); /* io_timeout is 15 s */
   assert_int_equal(nc_amst_send(p.src, NC_AMST_TYPE_USER, "x", 1), -ECANCELED);
   assert_int_equal(nc_amst_send(p.dst, NC_AMST_TYPE_USER, "x", 1), remote.rc);
   int64_t c0 = t_now_ms();
   pair_close(&p); /* neither close waits for anything */
-  assert_in_range(t_now_ms() - c0, 0, 500);
+  assert_in_range(t_now_ms() - c0, 0, 2000);
 }
 
 /* Close after many messages: the peer gets every one, then -EPIPE; close
@@ -778,7 +778,7 @@ static void test_close_delivers_all(void **state) {
   p.src = NULL;
   pthread_join(t, NULL);
   assert_int_equal(tail.rc, 0);
-  assert_in_range(close_ms, 0, 1000);
+  assert_in_range(close_ms, 0, 3000); /* io_timeout is 5 s */
   uint8_t type;
   void *pl;
   size_t len;
@@ -838,7 +838,7 @@ static void test_peer_killed(void **state) {
   }
   printf("# peer killed: %s after %lld ms\n", nc_strerror(b.rc), (long long)(b.returned_ms - t0));
   assert_int_equal(b.rc, -ECONNRESET);
-  assert_in_range(b.returned_ms - t0, 0, 1000);
+  assert_in_range(b.returned_ms - t0, 0, 3000); /* io_timeout is 10 s */
   nc_amst_close(d);
   nc_amst_listener_close(l);
 }

@@ -82,7 +82,7 @@ static void run(int streams, size_t msg, uint64_t total_mib) {
 static void test_throughput(void **state) {
   (void)state;
   const char *e = getenv("NC_AMST_PERF_MIB");
-  uint64_t mib = e ? strtoull(e, NULL, 10) : 512;
+  uint64_t mib = e ? strtoull(e, NULL, 10) : 256;
   static const size_t sizes[] = {1 * MIB, 64 * 1024};
   for (size_t k = 0; k < 2; k++)
     for (int streams = 1; streams <= 4; streams *= 2)
