@@ -43,6 +43,17 @@ out=${NC_QSTREAM_OUT:-$root/tests/data/qstream}
 
 die() { echo "record.sh: $*" >&2; exit 1; }
 
+# The QEMU and temporary folder of the recording under way, removed on any
+# exit (die included).
+cur_pid= cur_tmp=
+cleanup() {
+  [[ -z $cur_pid ]] || kill "$cur_pid" 2>/dev/null || true
+  [[ -z $cur_pid ]] || wait "$cur_pid" 2>/dev/null || true
+  [[ -z $cur_tmp ]] || rm -rf "$cur_tmp"
+  cur_pid= cur_tmp=
+}
+trap cleanup EXIT
+
 # qmp FD_IN FD_OUT JSON: sends one command, returns its reply line (skips events).
 qmp() {
   local line
@@ -58,6 +69,7 @@ qmp() {
 record_one() {
   local name=$1 qemu=$2 mem=$3 knobs=$4 settle=$5 base=${6:--}
   local tmp; tmp=$(mktemp -d /tmp/nc-qs-rec.XXXXXX)
+  cur_tmp=$tmp
   local stream=$tmp/stream.bin log=$tmp/console.log sock=$tmp/qmp.sock
   local extra=() modules=
   if [[ $qemu != /usr/bin/* ]]; then
@@ -70,7 +82,7 @@ record_one() {
     -append "console=ttyS0 quiet panic=-1 $knobs" -serial "file:$log" \
     -qmp "unix:$sock,server=on,wait=off" >"$tmp/qemu.out" 2>&1 &
   local qpid=$!
-  trap 'kill '"$qpid"' 2>/dev/null || true; rm -rf '"$tmp"'; trap - RETURN' RETURN
+  cur_pid=$qpid
   local i
   for ((i = 0; i < 600; i++)); do
     grep -q NCREADY "$log" 2>/dev/null && break
@@ -98,6 +110,7 @@ record_one() {
   qmp "$in" "$outfd" '{"execute":"quit"}' >/dev/null || true
   exec {in}>&-
   wait "$qpid" 2>/dev/null || true
+  cur_pid=
   local zopts=(-q -19 --long=27 --single-thread -f)
   if [[ $base != - ]]; then
     grep -q "^$base - " "$out/streams.txt" 2>/dev/null || die "$name: base $base is not a recorded stream without a base"
@@ -115,6 +128,7 @@ record_one() {
   printf '%s\n' "$line" >>"$tmp/streams.txt"
   cp "$tmp/streams.txt" "$out/streams.txt"
   printf '%s  (zst %s bytes)\n' "$line" "$(stat -c %s "$out/$name.qstream.zst")"
+  cleanup
 }
 
 [[ -f $guest/vmlinux && -f $guest/initramfs.cpio.gz ]] || die "no guest image in $guest (scripts/build-guest-image)"
