@@ -1,0 +1,748 @@
+/* HDE page codec: one token per 4096-byte page.
+ *
+ * Token layout (NC_HDE_VERSION 1). Big endian. These bytes go on the wire:
+ * changing anything here breaks compatibility; bump NC_HDE_VERSION.
+ *
+ *   off  size  field
+ *   0    1     kind: 0 ZERO, 1 REF, 2 DELTA, 3 RAW, 4 STORED
+ *   1    16    XXH3-128 of the page the token produces, canonical form
+ *              (XXH128_canonical_t: high 64 bits then low 64 bits, BE)
+ *   17   ...   body, by kind:
+ *     ZERO    none                                  total 17 bytes
+ *     REF     none: the hash is the reference       total 17 bytes
+ *     DELTA   u8 codec | u16 n | n bytes:           total 20 + n bytes
+ *             the page XOR its previous version (the decoder's mirror
+ *             cache entry for this key), compressed
+ *     RAW     u8 codec | u16 n | n bytes:           total 20 + n bytes
+ *             the page, compressed
+ *     STORED  4096 bytes: the page                  total 4113 bytes
+ *   codec: 1 = LZ4 block (LZ4_compress_fast; no frame),
+ *          2 = one zstd frame without its 4-byte magic number (saves 4
+ *              bytes a page); the frame must declare a content size of
+ *              exactly 4096 and the body must hold nothing else.
+ *   1 <= n <= 4095. A token's length must match its kind exactly; anything
+ *   else is NC_E_PROTO, as is a body that does not decompress to exactly
+ *   4096 bytes (decompression is bounded: LZ4_decompress_safe and
+ *   ZSTD_decompressDCtx into the 4096-byte page, never more).
+ *
+ * Shared state, kept identical on both sides by applying the same rules to
+ * the same sequence of (key, page), so no message is ever needed:
+ *
+ * Mirror cache: key -> the key's last nonzero content, at most
+ *   delta_cache_bytes / 4096 entries. After every page: a zero page removes
+ *   its key; any other page inserts or overwrites it. Eviction is CLOCK in
+ *   slot order: an overwrite sets the entry's reference bit, a new entry
+ *   starts clear, the hand clears set bits and evicts the first clear one;
+ *   freed slots (zero pages) are reused last-freed first. Nothing depends
+ *   on time or on hash-table order.
+ *
+ * Session ledger L: after every DELTA, RAW or STORED token whose hash is
+ *   not in L, while |L| < new_pages_quota, the hash joins L and the
+ *   decoder stores the page in its cache pinned for the session (it holds
+ *   a reservation of new_pages_quota slots, see hde.h). ZERO and REF
+ *   tokens never count.
+ *
+ * REF rule: the encoder sends REF for hash h only when dedup is on and h is
+ *   in the destination's summary (pinned there for the session) or in L.
+ *   Everything else is not guaranteed to be there. The encoder may know
+ *   less than the decoder holds (if it ran out of memory recording L it
+ *   still counts the page, so it only ever references less), never more. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lz4.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "dwcp/hde.h"
+#include "util/err.h"
+
+enum tok_kind { TOK_ZERO = 0, TOK_REF = 1, TOK_DELTA = 2, TOK_RAW = 3, TOK_STORED = 4 };
+enum tok_codec { TOK_LZ4 = 1, TOK_ZSTD = 2 };
+
+#define TOK_HDR 17                       /* kind + hash */
+#define TOK_CHDR 20                      /* + codec + u16 n */
+#define TOK_BODY_MAX (NC_HDE_PAGE - 1)   /* largest n a decoder accepts */
+#define ENC_BODY_MAX (NC_HDE_PAGE - 4)   /* RAW beats STORED: 20 + n < 4113 */
+#define SUMMARY_VERSION 1
+#define ZSTD_MAGIC_BYTES 4
+
+static const uint8_t zstd_magic[ZSTD_MAGIC_BYTES] = {0x28, 0xb5, 0x2f, 0xfd}; /* LE 0xFD2FB528 */
+static const uint8_t zero_page[NC_HDE_PAGE];
+
+_Static_assert(TOK_HDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "STORED token must fit");
+_Static_assert(TOK_CHDR + TOK_BODY_MAX <= NC_HDE_TOKEN_MAX, "compressed token must fit");
+
+void nc_hde_hash(const uint8_t page[NC_HDE_PAGE], struct nc_hash128 *out) {
+  XXH128_hash_t x = XXH3_128bits(page, NC_HDE_PAGE);
+  out->lo = x.low64;
+  out->hi = x.high64;
+}
+
+static void hash_canon(const struct nc_hash128 *h, uint8_t out[16]) {
+  XXH128_hash_t x = {.low64 = h->lo, .high64 = h->hi};
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, x);
+  memcpy(out, c.digest, 16);
+}
+
+static void hash_uncanon(const uint8_t in[16], struct nc_hash128 *h) {
+  XXH128_canonical_t c;
+  memcpy(c.digest, in, 16);
+  XXH128_hash_t x = XXH128_hashFromCanonical(&c);
+  h->lo = x.low64;
+  h->hi = x.high64;
+}
+
+static bool page_is_zero(const uint8_t *p) {
+  for (size_t i = 0; i < NC_HDE_PAGE; i += 64) {
+    uint64_t w[8], acc = 0;
+    memcpy(w, p + i, sizeof w);
+    for (int k = 0; k < 8; k++)
+      acc |= w[k];
+    if (acc)
+      return false;
+  }
+  return true;
+}
+
+static void page_xor(uint8_t *dst, const uint8_t *a, const uint8_t *b) {
+  for (size_t i = 0; i < NC_HDE_PAGE; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    x ^= y;
+    memcpy(dst + i, &x, 8);
+  }
+}
+
+/* ---- mirror cache: key -> last content, CLOCK eviction ---------------- */
+
+struct mirror_ent {
+  uint64_t key;
+  uint32_t v; /* slot + 1, 0 = empty */
+};
+
+struct mirror {
+  uint32_t n; /* slots; 0 disables DELTA */
+  uint8_t *pages;
+  uint64_t *keys;
+  uint8_t *ref;
+  uint32_t *free_stack;
+  uint32_t nfree, hand;
+  struct mirror_ent *tab;
+  uint32_t mask;
+};
+
+static uint64_t mix64(uint64_t x) { /* splitmix64 finalizer */
+  x ^= x >> 30;
+  x *= UINT64_C(0xbf58476d1ce4e5b9);
+  x ^= x >> 27;
+  x *= UINT64_C(0x94d049bb133111eb);
+  x ^= x >> 31;
+  return x;
+}
+
+static int mirror_init(struct mirror *m, uint64_t bytes) {
+  memset(m, 0, sizeof *m);
+  m->n = (uint32_t)(bytes / NC_HDE_PAGE);
+  if (m->n == 0)
+    return 0;
+  uint64_t tsize = 2;
+  while (tsize < 2 * (uint64_t)m->n)
+    tsize *= 2;
+  m->mask = (uint32_t)(tsize - 1);
+  /* Large, and touched only as pages arrive. */
+  m->pages = malloc((size_t)m->n * NC_HDE_PAGE);
+  m->keys = malloc((size_t)m->n * sizeof *m->keys);
+  m->ref = calloc(m->n, 1);
+  m->free_stack = malloc((size_t)m->n * sizeof *m->free_stack);
+  m->tab = calloc(tsize, sizeof *m->tab);
+  if (!m->pages || !m->keys || !m->ref || !m->free_stack || !m->tab)
+    return -ENOMEM;
+  for (uint32_t i = m->n; i-- > 0;)
+    m->free_stack[m->nfree++] = i; /* slot 0 on top */
+  return 0;
+}
+
+static void mirror_free(struct mirror *m) {
+  free(m->pages);
+  free(m->keys);
+  free(m->ref);
+  free(m->free_stack);
+  free(m->tab);
+}
+
+static int64_t mirror_pos(const struct mirror *m, uint64_t key) {
+  if (m->n == 0)
+    return -1;
+  for (uint32_t i = (uint32_t)mix64(key) & m->mask;; i = (i + 1) & m->mask) {
+    if (m->tab[i].v == 0)
+      return -1;
+    if (m->tab[i].key == key)
+      return i;
+  }
+}
+
+static void mirror_remove_at(struct mirror *m, uint32_t i) {
+  uint32_t j = i;
+  for (;;) {
+    j = (j + 1) & m->mask;
+    if (m->tab[j].v == 0)
+      break;
+    uint32_t k = (uint32_t)mix64(m->tab[j].key) & m->mask;
+    bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (stays)
+      continue;
+    m->tab[i] = m->tab[j];
+    i = j;
+  }
+  m->tab[i].v = 0;
+}
+
+/* The previous version of key, or NULL. */
+static const uint8_t *mirror_get(const struct mirror *m, uint64_t key) {
+  int64_t pos = mirror_pos(m, key);
+  return pos < 0 ? NULL : m->pages + (size_t)(m->tab[pos].v - 1) * NC_HDE_PAGE;
+}
+
+static void mirror_del(struct mirror *m, uint64_t key) {
+  int64_t pos = mirror_pos(m, key);
+  if (pos < 0)
+    return;
+  uint32_t s = m->tab[pos].v - 1;
+  mirror_remove_at(m, (uint32_t)pos);
+  m->ref[s] = 0;
+  m->free_stack[m->nfree++] = s;
+}
+
+static void mirror_put(struct mirror *m, uint64_t key, const uint8_t *page) {
+  if (m->n == 0)
+    return;
+  int64_t pos = mirror_pos(m, key);
+  uint32_t s;
+  if (pos >= 0) {
+    s = m->tab[pos].v - 1;
+    m->ref[s] = 1;
+    memcpy(m->pages + (size_t)s * NC_HDE_PAGE, page, NC_HDE_PAGE);
+    return;
+  }
+  if (m->nfree > 0) {
+    s = m->free_stack[--m->nfree];
+  } else {
+    /* Every slot holds an entry; at most one full turn clears all bits. */
+    for (;;) {
+      s = m->hand;
+      m->hand = (m->hand + 1) % m->n;
+      if (!m->ref[s])
+        break;
+      m->ref[s] = 0;
+    }
+    mirror_remove_at(m, (uint32_t)mirror_pos(m, m->keys[s]));
+  }
+  m->keys[s] = key;
+  m->ref[s] = 0;
+  memcpy(m->pages + (size_t)s * NC_HDE_PAGE, page, NC_HDE_PAGE);
+  uint32_t i = (uint32_t)mix64(key) & m->mask;
+  while (m->tab[i].v != 0)
+    i = (i + 1) & m->mask;
+  m->tab[i].key = key;
+  m->tab[i].v = s + 1;
+}
+
+/* ---- set of hashes (summary, ledger) ---------------------------------- */
+
+struct hset {
+  struct nc_hash128 *e; /* {0,0} = empty */
+  uint64_t mask, n;
+  bool has_zero; /* the all-zero hash itself, kept aside */
+};
+
+static bool h_is_zero(const struct nc_hash128 *h) {
+  return h->lo == 0 && h->hi == 0;
+}
+
+static bool hset_has(const struct hset *s, const struct nc_hash128 *h) {
+  if (h_is_zero(h))
+    return s->has_zero;
+  if (!s->e)
+    return false;
+  for (uint64_t i = h->lo & s->mask;; i = (i + 1) & s->mask) {
+    if (h_is_zero(&s->e[i]))
+      return false;
+    if (s->e[i].lo == h->lo && s->e[i].hi == h->hi)
+      return true;
+  }
+}
+
+/* Makes room for `more` insertions without allocating. */
+static int hset_reserve(struct hset *s, uint64_t more) {
+  uint64_t need = s->n + more, cap = s->e ? s->mask + 1 : 0;
+  if (need <= cap / 2)
+    return 0;
+  uint64_t ncap = cap ? cap : 64;
+  while (ncap / 2 < need) {
+    if (ncap > (SIZE_MAX / sizeof *s->e) / 4)
+      return -ENOMEM;
+    ncap *= 2;
+  }
+  struct nc_hash128 *ne = calloc(ncap, sizeof *ne);
+  if (!ne)
+    return -ENOMEM;
+  for (uint64_t i = 0; i < cap; i++) {
+    if (h_is_zero(&s->e[i]))
+      continue;
+    uint64_t j = s->e[i].lo & (ncap - 1);
+    while (!h_is_zero(&ne[j]))
+      j = (j + 1) & (ncap - 1);
+    ne[j] = s->e[i];
+  }
+  free(s->e);
+  s->e = ne;
+  s->mask = ncap - 1;
+  return 0;
+}
+
+/* h must be absent and room reserved. */
+static void hset_add(struct hset *s, const struct nc_hash128 *h) {
+  if (h_is_zero(h)) {
+    s->has_zero = true;
+    return;
+  }
+  uint64_t i = h->lo & s->mask;
+  while (!h_is_zero(&s->e[i]))
+    i = (i + 1) & s->mask;
+  s->e[i] = *h;
+  s->n++;
+}
+
+/* ---- parameters ------------------------------------------------------- */
+
+static int params_check(const struct nc_hde_params *p) {
+  if (!p)
+    return -EINVAL;
+  if (p->codec != NC_HDE_NONE && p->codec != NC_HDE_LZ4 && p->codec != NC_HDE_ZSTD)
+    return NC_E_INVALID;
+  if (p->delta_cache_bytes > NC_HDE_DELTA_CACHE_MAX)
+    return NC_E_TOOBIG;
+  return 0;
+}
+
+static void put_be16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+
+/* ---- encoder ---------------------------------------------------------- */
+
+struct nc_hde_enc {
+  struct nc_hde_params p; /* codec and level: the current ones */
+  int lz4_accel;
+  struct mirror m;
+  struct hset known; /* summary (when dedup) and L */
+  uint64_t quota_used;
+  struct nc_pcache *local;
+  ZSTD_CCtx *zc;
+  struct nc_hde_stats st;
+  uint8_t zero_canon[16];
+  uint8_t xbuf[NC_HDE_PAGE];
+  /* Compressor output: the body starts at +ZSTD_MAGIC_BYTES, so zstd
+   * writes its magic in front and nothing is moved. */
+  uint8_t dbuf[ZSTD_MAGIC_BYTES + NC_HDE_PAGE];
+  uint8_t rbuf[ZSTD_MAGIC_BYTES + NC_HDE_PAGE];
+};
+
+static int summary_load(struct hset *s, const uint8_t *buf, size_t len) {
+  if (!buf || len == 0)
+    return 0;
+  if (len < 9 || buf[0] != SUMMARY_VERSION)
+    return NC_E_PROTO;
+  uint64_t count = 0;
+  for (int i = 0; i < 8; i++)
+    count = count << 8 | buf[1 + i];
+  if (count != (len - 9) / 16 || (len - 9) % 16 != 0)
+    return NC_E_PROTO;
+  const uint8_t *h = buf + 9;
+  for (uint64_t i = 1; i < count; i++)
+    if (memcmp(h + (i - 1) * 16, h + i * 16, 16) >= 0)
+      return NC_E_PROTO; /* strictly ascending: sorted, no duplicates */
+  int rc = hset_reserve(s, count);
+  if (rc < 0)
+    return rc;
+  for (uint64_t i = 0; i < count; i++) {
+    struct nc_hash128 x;
+    hash_uncanon(h + i * 16, &x);
+    hset_add(s, &x);
+  }
+  return 0;
+}
+
+int nc_hde_enc_new(const struct nc_hde_params *p, const uint8_t *summary, size_t summary_len,
+                   struct nc_pcache *local, struct nc_hde_enc **out) {
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  int rc = params_check(p);
+  if (rc < 0)
+    return rc;
+  struct nc_hde_enc *e = calloc(1, sizeof *e);
+  if (!e)
+    return -ENOMEM;
+  e->p = *p;
+  e->local = local;
+  struct nc_hash128 z;
+  nc_hde_hash(zero_page, &z);
+  hash_canon(&z, e->zero_canon);
+  rc = mirror_init(&e->m, p->delta_cache_bytes);
+  if (rc < 0)
+    goto fail;
+  if (p->dedup) {
+    rc = summary_load(&e->known, summary, summary_len);
+    if (rc < 0)
+      goto fail;
+  }
+  e->zc = ZSTD_createCCtx();
+  if (!e->zc) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  if (ZSTD_isError(ZSTD_CCtx_setParameter(e->zc, ZSTD_c_contentSizeFlag, 1)) ||
+      ZSTD_isError(ZSTD_CCtx_setParameter(e->zc, ZSTD_c_checksumFlag, 0))) {
+    rc = NC_E_INVALID;
+    goto fail;
+  }
+  nc_hde_enc_set_codec(e, p->codec, p->level);
+  *out = e;
+  return 0;
+fail:
+  nc_hde_enc_free(e);
+  return rc;
+}
+
+void nc_hde_enc_free(struct nc_hde_enc *e) {
+  if (!e)
+    return;
+  mirror_free(&e->m);
+  free(e->known.e);
+  ZSTD_freeCCtx(e->zc);
+  free(e);
+}
+
+void nc_hde_enc_set_codec(struct nc_hde_enc *e, enum nc_hde_codec codec, int level) {
+  if (!e)
+    return;
+  if (codec != NC_HDE_LZ4 && codec != NC_HDE_ZSTD)
+    codec = NC_HDE_NONE;
+  e->p.codec = codec;
+  if (codec == NC_HDE_LZ4) {
+    e->lz4_accel = level < 1 ? 1 : level > 65537 ? 65537 : level;
+    e->p.level = e->lz4_accel;
+  } else if (codec == NC_HDE_ZSTD) {
+    int lv = level == 0 ? ZSTD_CLEVEL_DEFAULT : level;
+    if (lv < ZSTD_minCLevel())
+      lv = ZSTD_minCLevel();
+    if (lv > ZSTD_maxCLevel())
+      lv = ZSTD_maxCLevel();
+    e->p.level = lv;
+    (void)ZSTD_CCtx_setParameter(e->zc, ZSTD_c_compressionLevel, lv); /* in range */
+  } else {
+    e->p.level = 0;
+  }
+}
+
+/* Compresses a page into buf (body at buf + ZSTD_MAGIC_BYTES) with the
+ * current codec; the body's length, or 0 when it would exceed cap. */
+static size_t compress_page(struct nc_hde_enc *e, const uint8_t *src, uint8_t *buf, size_t cap) {
+  if (cap == 0)
+    return 0;
+  if (e->p.codec == NC_HDE_LZ4) {
+    int n = LZ4_compress_fast((const char *)src, (char *)buf + ZSTD_MAGIC_BYTES, NC_HDE_PAGE,
+                              (int)cap, e->lz4_accel);
+    return n > 0 ? (size_t)n : 0;
+  }
+  size_t r = ZSTD_compress2(e->zc, buf, cap + ZSTD_MAGIC_BYTES, src, NC_HDE_PAGE);
+  if (ZSTD_isError(r) || r <= ZSTD_MAGIC_BYTES || memcmp(buf, zstd_magic, ZSTD_MAGIC_BYTES) != 0)
+    return 0;
+  return r - ZSTD_MAGIC_BYTES;
+}
+
+int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_PAGE],
+                  uint8_t *out, size_t *out_len) {
+  if (!e || !page || !out || !out_len)
+    return -EINVAL;
+  size_t len;
+  if (page_is_zero(page)) {
+    out[0] = TOK_ZERO;
+    memcpy(out + 1, e->zero_canon, 16);
+    len = TOK_HDR;
+    mirror_del(&e->m, key);
+    e->st.zero++;
+    goto done;
+  }
+
+  struct nc_hash128 h;
+  nc_hde_hash(page, &h);
+  hash_canon(&h, out + 1);
+  if (e->p.dedup && hset_has(&e->known, &h)) {
+    out[0] = TOK_REF;
+    len = TOK_HDR;
+    e->st.ref++;
+    goto store;
+  }
+
+  /* DELTA wins only when strictly smaller than RAW; RAW only when smaller
+   * than STORED. Each attempt is capped so a loser stops early. */
+  size_t dlen = 0, rlen = 0;
+  if (e->p.codec != NC_HDE_NONE) {
+    const uint8_t *prev = mirror_get(&e->m, key);
+    if (prev) {
+      page_xor(e->xbuf, page, prev);
+      dlen = compress_page(e, e->xbuf, e->dbuf, ENC_BODY_MAX);
+    }
+    rlen = compress_page(e, page, e->rbuf, dlen ? dlen : ENC_BODY_MAX);
+  }
+  uint8_t wire_codec = e->p.codec == NC_HDE_LZ4 ? TOK_LZ4 : TOK_ZSTD;
+  if (rlen || dlen) {
+    const uint8_t *body = rlen ? e->rbuf : e->dbuf;
+    size_t n = rlen ? rlen : dlen;
+    out[0] = rlen ? TOK_RAW : TOK_DELTA;
+    out[17] = wire_codec;
+    put_be16(out + 18, (uint16_t)n);
+    memcpy(out + TOK_CHDR, body + ZSTD_MAGIC_BYTES, n);
+    len = TOK_CHDR + n;
+    if (rlen)
+      e->st.raw++;
+    else
+      e->st.delta++;
+  } else {
+    out[0] = TOK_STORED;
+    memcpy(out + TOK_HDR, page, NC_HDE_PAGE);
+    len = TOK_HDR + NC_HDE_PAGE;
+    e->st.stored++;
+  }
+
+  /* Ledger, by the rule the decoder applies (see the top of this file). */
+  if (e->quota_used < e->p.new_pages_quota && !hset_has(&e->known, &h)) {
+    e->quota_used++;
+    e->st.stored_new++;
+    if (hset_reserve(&e->known, 1) == 0)
+      hset_add(&e->known, &h);
+    /* else: counted but not recorded; we just never reference it */
+  }
+
+store:
+  mirror_put(&e->m, key, page);
+  if (e->local && nc_pcache_put(e->local, &h, page) < 0)
+    e->st.local_put_errors++;
+done:
+  e->st.pages++;
+  e->st.bytes_in += NC_HDE_PAGE;
+  e->st.bytes_out += len;
+  *out_len = len;
+  return 0;
+}
+
+void nc_hde_enc_stats(const struct nc_hde_enc *e, struct nc_hde_stats *out) {
+  if (!out)
+    return;
+  if (e)
+    *out = e->st;
+  else
+    memset(out, 0, sizeof *out);
+}
+
+/* ---- decoder ---------------------------------------------------------- */
+
+struct nc_hde_dec {
+  struct nc_hde_params p;
+  struct mirror m;
+  struct hset stored; /* L */
+  uint64_t quota_used;
+  struct nc_pcache *cache;
+  uint64_t session;
+  ZSTD_DCtx *zd;
+  struct nc_hde_stats st;
+  uint8_t zero_canon[16];
+  uint8_t zin[ZSTD_MAGIC_BYTES + TOK_BODY_MAX];
+};
+
+int nc_hde_dec_new(const struct nc_hde_params *p, struct nc_pcache *cache, uint64_t session,
+                   struct nc_hde_dec **out) {
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  int rc = params_check(p);
+  if (rc < 0)
+    return rc;
+  if (p->new_pages_quota > 0 &&
+      (!cache || session == 0 || nc_pcache_reserved(cache, session) < p->new_pages_quota))
+    return NC_E_INVALID; /* a quota nobody guarantees: REFs would fail */
+  struct nc_hde_dec *d = calloc(1, sizeof *d);
+  if (!d)
+    return -ENOMEM;
+  d->p = *p;
+  d->cache = cache;
+  d->session = session;
+  struct nc_hash128 z;
+  nc_hde_hash(zero_page, &z);
+  hash_canon(&z, d->zero_canon);
+  rc = mirror_init(&d->m, p->delta_cache_bytes);
+  if (rc < 0)
+    goto fail;
+  d->zd = ZSTD_createDCtx();
+  if (!d->zd) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  /* Pages are 4096 bytes: no legitimate frame needs a larger window. */
+  if (ZSTD_isError(ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, 12))) {
+    rc = NC_E_INVALID;
+    goto fail;
+  }
+  *out = d;
+  return 0;
+fail:
+  nc_hde_dec_free(d);
+  return rc;
+}
+
+void nc_hde_dec_free(struct nc_hde_dec *d) {
+  if (!d)
+    return;
+  mirror_free(&d->m);
+  free(d->stored.e);
+  ZSTD_freeDCtx(d->zd);
+  free(d);
+}
+
+/* Decompresses a body into exactly one page. */
+static int decompress_page(struct nc_hde_dec *d, uint8_t codec, const uint8_t *body, size_t n,
+                           uint8_t *dst) {
+  if (codec == TOK_LZ4) {
+    int r = LZ4_decompress_safe((const char *)body, (char *)dst, (int)n, NC_HDE_PAGE);
+    return r == NC_HDE_PAGE ? 0 : NC_E_PROTO;
+  }
+  if (codec != TOK_ZSTD)
+    return NC_E_PROTO;
+  memcpy(d->zin, zstd_magic, ZSTD_MAGIC_BYTES);
+  memcpy(d->zin + ZSTD_MAGIC_BYTES, body, n);
+  size_t zn = ZSTD_MAGIC_BYTES + n;
+  if (ZSTD_getFrameContentSize(d->zin, zn) != NC_HDE_PAGE)
+    return NC_E_PROTO; /* unknown, larger, smaller, or not a frame */
+  size_t fsize = ZSTD_findFrameCompressedSize(d->zin, zn);
+  if (ZSTD_isError(fsize) || fsize != zn)
+    return NC_E_PROTO; /* exactly one frame, nothing after it */
+  size_t r = ZSTD_decompressDCtx(d->zd, dst, NC_HDE_PAGE, d->zin, zn);
+  return !ZSTD_isError(r) && r == NC_HDE_PAGE ? 0 : NC_E_PROTO;
+}
+
+int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t len,
+                  uint8_t page[NC_HDE_PAGE]) {
+  if (!d || !page)
+    return -EINVAL;
+  int rc = NC_E_PROTO;
+  if (!tok || len < TOK_HDR)
+    goto fail;
+  uint8_t kind = tok[0];
+  const uint8_t *hc = tok + 1;
+  struct nc_hash128 h;
+  hash_uncanon(hc, &h);
+
+  switch (kind) {
+  case TOK_ZERO:
+    if (len != TOK_HDR)
+      goto fail;
+    if (memcmp(hc, d->zero_canon, 16) != 0) {
+      rc = NC_E_INVALID;
+      goto fail;
+    }
+    memset(page, 0, NC_HDE_PAGE);
+    mirror_del(&d->m, key);
+    d->st.zero++;
+    goto done;
+  case TOK_REF:
+    if (len != TOK_HDR)
+      goto fail;
+    if (!d->cache) {
+      rc = -ENOENT;
+      goto fail;
+    }
+    rc = nc_pcache_get(d->cache, &h, page); /* checks the content's hash */
+    if (rc < 0)
+      goto fail;
+    d->st.ref++;
+    goto store;
+  case TOK_DELTA:
+  case TOK_RAW: {
+    if (len < TOK_CHDR)
+      goto fail;
+    size_t n = (size_t)tok[18] << 8 | tok[19];
+    if (n == 0 || n > TOK_BODY_MAX || len != TOK_CHDR + n)
+      goto fail;
+    const uint8_t *prev = NULL;
+    if (kind == TOK_DELTA && !(prev = mirror_get(&d->m, key)))
+      goto fail; /* no base: the encoder would never send this */
+    rc = decompress_page(d, tok[17], tok + TOK_CHDR, n, page);
+    if (rc < 0)
+      goto fail;
+    if (prev)
+      page_xor(page, page, prev);
+    break;
+  }
+  case TOK_STORED:
+    if (len != TOK_HDR + NC_HDE_PAGE)
+      goto fail;
+    memcpy(page, tok + TOK_HDR, NC_HDE_PAGE);
+    break;
+  default:
+    goto fail;
+  }
+
+  /* DELTA, RAW or STORED: the page must be what the token names. */
+  struct nc_hash128 actual;
+  nc_hde_hash(page, &actual);
+  if (actual.lo != h.lo || actual.hi != h.hi) {
+    rc = NC_E_INVALID;
+    goto fail;
+  }
+  /* Ledger, by the encoder's rule: store and pin the page for the session.
+   * Room in the set first, so nothing can fail after the cache has it. */
+  if (d->quota_used < d->p.new_pages_quota && !hset_has(&d->stored, &h)) {
+    rc = hset_reserve(&d->stored, 1);
+    if (rc < 0)
+      goto fail;
+    rc = nc_pcache_put_pinned(d->cache, d->session, &h, page);
+    if (rc < 0)
+      goto fail;
+    hset_add(&d->stored, &h);
+    d->quota_used++;
+    d->st.stored_new++;
+  }
+  if (kind == TOK_DELTA)
+    d->st.delta++;
+  else if (kind == TOK_RAW)
+    d->st.raw++;
+  else
+    d->st.stored++;
+
+store:
+  mirror_put(&d->m, key, page);
+done:
+  d->st.pages++;
+  d->st.bytes_in += len;
+  d->st.bytes_out += NC_HDE_PAGE;
+  return 0;
+fail:
+  memset(page, 0, NC_HDE_PAGE);
+  return rc;
+}
+
+void nc_hde_dec_stats(const struct nc_hde_dec *d, struct nc_hde_stats *out) {
+  if (!out)
+    return;
+  if (d)
+    *out = d->st;
+  else
+    memset(out, 0, sizeof *out);
+}
