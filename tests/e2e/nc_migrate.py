@@ -20,11 +20,15 @@ namespaces.
 """
 
 import collections
+import fcntl
 import os
+import pty
 import re
 import secrets
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 
@@ -538,7 +542,13 @@ def start_slow_migration(link, src, dst, name, rate="50mbit", **fields):
     and waits until it is copying memory. Returns (op, dst's QEMU pids)."""
     link.limit(0 if src.label == "a" else 1, rate)
     op = src.migrate(name, dst, **fields)
-    cur = src.wait_op_message(op["id"], in_precopy, 60, "the migration to be in precopy")
+    return op, await_precopy(src, dst, name, op["id"])
+
+
+def await_precopy(src, dst, name, op_id):
+    """Waits until the migration op_id copies memory, and checks that dst
+    has the incoming VM meanwhile. Returns dst's QEMU pids."""
+    cur = src.wait_op_message(op_id, in_precopy, 60, "the migration to be in precopy")
     nc.log("mid-precopy: %s" % cur["message"])
     v = dst.vm_or_none(name)
     pids = dst.qemu_pids()
@@ -546,7 +556,57 @@ def start_slow_migration(link, src, dst, name, rate="50mbit", **fields):
     if v is None or v["state"] != "migrating" or len(pids) != 1:
         fail("mid-precopy, node %s should have the incoming vm (state migrating) and one "
              "QEMU: vm %r, QEMUs %r" % (dst.label, v, pids))
-    return op, pids
+    return pids
+
+
+class TtyCommand:
+    """A command with its stderr on a pseudo-terminal `cols` wide (stdout a
+    pipe), as when a person runs the CLI: what it draws on the terminal is
+    collected on a thread. Add .proc to TestCase.helpers so a test that
+    fails midway does not leave it running."""
+
+    def __init__(self, argv, cols=100):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+        self.cols = cols
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=slave, preexec_fn=nc._die_with_parent)
+        os.close(slave)
+        self.master = master
+        self.buf = bytearray()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not data:
+                break
+            with self.lock:
+                self.buf += data
+        os.close(self.master)
+
+    def text(self):
+        with self.lock:
+            return bytes(self.buf).decode(errors="replace")
+
+    def wait(self, timeout):
+        """(exit status, stdout) once the command ends."""
+        rc = self.proc.wait(timeout)
+        out = self.proc.stdout.read().decode(errors="replace")
+        self.proc.stdout.close()
+        self.thread.join(5)
+        return rc, out
+
+    def rows(self):
+        """What the terminal showed, cut into rows: at CR and LF, with the
+        CSI sequences (cursor up, erase) taken out."""
+        return [r for r in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", self.text()))
+                if r]
 
 
 def expect_runs_here(node, name, pid=None, heartbeats=10):

@@ -25,7 +25,7 @@ import nc_migrate as M
 from nc import expect_eq, fail
 
 NAME = "mig-fault"
-WORKLOAD = "nc.dirty_mib=128 nc.rate_mib=100"
+WORKLOAD = "nc.dirty_mib=128 nc.rate_mib=100 nc.pattern=random"
 FAIL_BOUND_S = 60  # fault -> source's operation failed
 CLEANUP_BOUND_S = 90  # fault -> destination has nothing left
 
