@@ -36,20 +36,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char dir[64];
 static char file[128];
 
-static void cleanup(void) {
-  unlink(file);
-  rmdir(dir);
-}
-
-static void init_once(void) {
-  if (dir[0])
-    return;
+/* A fresh directory per input, removed after it (libFuzzer may leave
+ * without running atexit handlers). */
+static void dir_make(void) {
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   snprintf(dir, sizeof dir, "%s/nc_fuzz_hde_XXXXXX", base);
   if (!mkdtemp(dir))
     abort();
   snprintf(file, sizeof file, "%s/%s", dir, NC_PCACHE_FILE);
-  atexit(cleanup);
+}
+
+static void dir_remove(void) {
+  unlink(file);
+  rmdir(dir);
 }
 
 /* Known page i (0..3): what the destination holds before the session. */
@@ -286,7 +285,7 @@ static void mode_cache_file(struct reader *r) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  init_once();
+  dir_make();
   struct reader r = {data, size};
   int mode = next(&r);
   switch (mode < 0 ? -1 : mode % 4) {
@@ -305,5 +304,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   default:
     break;
   }
+  dir_remove();
   return 0;
 }
