@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -194,6 +196,91 @@ static bool stopping(struct nc_migrate *m) {
   return s;
 }
 
+/* Does the VM have our qcow2 disk node? */
+static bool has_disk(struct nc_vmm_ext *x) {
+  json_t *r = NULL;
+  bool found = false;
+  if (qmp(x, "query-named-block-nodes", NULL, &r, NULL, 0) == 0) {
+    size_t i;
+    json_t *n;
+    json_array_foreach(r, i, n) {
+      const char *name = json_string_value(json_object_get(n, "node-name"));
+      if (name && strcmp(name, "disk0") == 0)
+        found = true;
+    }
+  }
+  json_decref(r);
+  return found;
+}
+
+/* A free TCP port on host, for QEMU's NBD server (it cannot report one it
+ * picked itself). The short race with another binder is caught by QEMU's
+ * own bind error. */
+static int free_port(const char *host) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    sl = sizeof *s4;
+  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    sl = sizeof *s6;
+  } else {
+    return -EINVAL;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int port = -EADDRNOTAVAIL;
+  if (bind(fd, (struct sockaddr *)&ss, sl) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+  close(fd);
+  return port;
+}
+
+/* Polls the disk mirror job: 1 ready, 0 not yet, <0 gone or failed. */
+static int mirror_state(struct nc_vmm_ext *x, uint64_t *done, uint64_t *total) {
+  json_t *r = NULL;
+  int st = -ENOENT;
+  if (qmp(x, "query-block-jobs", NULL, &r, NULL, 0) == 0) {
+    size_t i;
+    json_t *j;
+    json_array_foreach(r, i, j) {
+      const char *dev = json_string_value(json_object_get(j, "device"));
+      if (!dev || strcmp(dev, "mig-mirror") != 0)
+        continue;
+      *done = (uint64_t)json_integer_value(json_object_get(j, "offset"));
+      *total = (uint64_t)json_integer_value(json_object_get(j, "len"));
+      const char *status = json_string_value(json_object_get(j, "status"));
+      st = json_is_true(json_object_get(j, "ready")) ? 1 : 0;
+      if (status && (strcmp(status, "concluded") == 0 || strcmp(status, "aborting") == 0))
+        st = -EIO;
+    }
+  }
+  json_decref(r);
+  return st;
+}
+
+/* Ends the mirror (on a ready job, cancel leaves the target a consistent
+ * copy; with force it just stops) and removes the NBD client node. */
+static void mirror_end(struct nc_vmm_ext *x, bool force) {
+  qmp(x, "block-job-cancel", json_pack("{s:s, s:b}", "device", "mig-mirror", "force", force),
+      NULL, NULL, 0);
+  for (int i = 0; i < 300; i++) {
+    uint64_t a, b;
+    int st = mirror_state(x, &a, &b);
+    if (st == -ENOENT)
+      break;
+    if (st == -EIO)
+      qmp(x, "job-dismiss", json_pack("{s:s}", "id", "mig-mirror"), NULL, NULL, 0);
+    usleep(20 * 1000);
+  }
+  qmp(x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
+}
+
 static void thread_done(struct nc_migrate *m) {
   pthread_mutex_lock(&m->mu);
   m->threads--;
@@ -237,6 +324,8 @@ struct src {
   int converge_timeout_s;
   uint8_t session[16];
   int dwcp_port;
+  int nbd_port;  /* the destination's NBD export of the disk, 0 = no disk */
+  bool mirroring;
 
   struct nc_amst *a;
   struct nc_hde_enc *enc;
@@ -510,6 +599,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   }
   const char *sess_hex = json_string_value(json_object_get(resp, "session"));
   s->dwcp_port = (int)json_integer_value(json_object_get(resp, "port"));
+  s->nbd_port = (int)json_integer_value(json_object_get(resp, "nbd_port"));
   if (!sess_hex || strlen(sess_hex) != 32 || s->dwcp_port <= 0) {
     json_decref(resp);
     return nc_errinfo_set(err, 502, "peer_protocol", NULL,
@@ -608,6 +698,49 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
       json_pack("{s:I, s:I}", "downtime-limit", (json_int_t)s->max_downtime_ms, "max-bandwidth",
                 (json_int_t)(1LL << 40)),
       NULL, NULL, 0);
+  if (s->nbd_port > 0) {
+    /* The disk first: mirror the overlay's own data (its base is the same
+     * image on both nodes) into the destination's NBD export, and keep it
+     * in sync while the memory moves. */
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->nbd_port);
+    rc = qmp(s->x, "blockdev-add",
+             json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s}", "driver", "nbd", "node-name",
+                       "mig-nbd", "server", "type", "inet", "host", s->to_host, "port", port,
+                       "export", "disk0"),
+             NULL, desc, sizeof desc);
+    if (rc == 0)
+      rc = qmp(s->x, "blockdev-mirror",
+               json_pack("{s:s, s:s, s:s, s:s}", "job-id", "mig-mirror", "device", "disk0",
+                         "target", "mig-nbd", "sync", "top"),
+               NULL, desc, sizeof desc);
+    if (rc) {
+      nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot mirror the disk: %s", desc);
+      qmp(s->x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
+      goto rollback;
+    }
+    s->mirroring = true;
+    int64_t dl = now_ms() + (int64_t)s->converge_timeout_s * 1000;
+    for (;;) {
+      uint64_t done = 0, total = 0;
+      int st = mirror_state(s->x, &done, &total);
+      if (st == 1)
+        break;
+      if (st < 0 || now_ms() > dl || nc_op_cancel_requested(op) || stopping(s->m)) {
+        rc = st < 0 ? NC_E_HV : nc_op_cancel_requested(op) ? NC_E_CANCELLED : -ETIMEDOUT;
+        nc_errinfo_set(err, rc == NC_E_CANCELLED ? 409 : 500,
+                       rc == NC_E_CANCELLED ? "cancelled" : "disk_mirror_failed", NULL,
+                       "copying the disk of vm \"%s\" %s; it keeps running here", s->name,
+                       rc == NC_E_CANCELLED ? "was cancelled" : "failed");
+        goto rollback;
+      }
+      char m2[128];
+      snprintf(m2, sizeof m2, "copying the disk: %llu/%llu MiB", (unsigned long long)(done >> 20),
+               (unsigned long long)(total >> 20));
+      nc_op_progress(op, 0.03, m2);
+      usleep(100 * 1000);
+    }
+  }
   char uri[1300];
   snprintf(uri, sizeof uri, "unix:%s", sock);
   rc = qmp(s->x, "migrate", json_pack("{s:s}", "uri", uri), NULL, desc, sizeof desc);
@@ -689,7 +822,11 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     goto rollback;
   }
 
-  /* 5. Hand-over. */
+  /* 5. Hand-over. The guest is paused: finish the disk copy first. */
+  if (s->mirroring) {
+    mirror_end(s->x, false);
+    s->mirroring = false;
+  }
   nc_op_progress(op, 0.92, "waiting for the destination to load the state");
   rc = nc_amst_flush(s->a, COMMIT_TIMEOUT_MS);
   payload = NULL;
@@ -743,6 +880,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   return 0;
 
 rollback:
+  if (s->mirroring) {
+    mirror_end(s->x, true);
+    s->mirroring = false;
+  }
   if (!handed_over)
     src_rollback(s);
   if (s->m->m_total)
@@ -899,6 +1040,7 @@ struct dst {
   uint64_t session64;
   int streams;
   int qemu_fd;
+  int nbd_port;
 };
 
 static int connect_unix(const char *path, int timeout_ms) {
@@ -1081,7 +1223,13 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     return nc_errinfo_set(err, 502, "link_failed", NULL,
                           "the source did not confirm the hand-over (%s); not resuming",
                           rc ? nc_strerror(rc) : "unexpected message");
-  /* We own the VM now: record it, then resume. */
+  /* We own the VM now: record it, then resume. The source finished the
+   * disk copy before it acknowledged. */
+  if (d->nbd_port > 0) {
+    qmp(d->x, "block-export-del", json_pack("{s:s, s:s}", "id", "mig-disk0", "mode", "hard"),
+        NULL, NULL, 0);
+    qmp(d->x, "nbd-server-stop", NULL, NULL, NULL, 0);
+  }
   nc_vmm_ext_set_state(d->x, NC_VM_PAUSED, "migrated in; resuming");
   char desc[200];
   rc = qmp(d->x, "cont", NULL, NULL, desc, sizeof desc);
@@ -1172,11 +1320,35 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
     free(d);
     return rc;
   }
+  if (has_disk(d->x)) {
+    /* The source mirrors its disk overlay into this export. */
+    d->nbd_port = free_port(m->cfg.dwcp_host);
+    char port[16];
+    snprintf(port, sizeof port, "%d", d->nbd_port);
+    rc = d->nbd_port > 0 ? 0 : d->nbd_port;
+    if (rc == 0)
+      rc = qmp(d->x, "nbd-server-start",
+               json_pack("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet", "data", "host",
+                         m->cfg.dwcp_host, "port", port),
+               NULL, desc, sizeof desc);
+    if (rc == 0)
+      rc = qmp(d->x, "block-export-add",
+               json_pack("{s:s, s:s, s:s, s:b, s:s}", "type", "nbd", "id", "mig-disk0",
+                         "node-name", "disk0", "writable", 1, "name", "disk0"),
+               NULL, desc, sizeof desc);
+    if (rc) {
+      nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot export the disk: %s", desc);
+      nc_amst_listener_close(d->l);
+      nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
+      free(d);
+      return rc;
+    }
+  }
   char hex[33];
   for (int i = 0; i < 16; i++)
     snprintf(hex + 2 * i, 3, "%02x", d->session[i]);
-  *out = json_pack("{s:s, s:i, s:s}", "session", hex, "port", nc_amst_listener_port(d->l),
-                   "operation", nc_op_id(nc_vmm_ext_op(d->x)));
+  *out = json_pack("{s:s, s:i, s:i, s:s}", "session", hex, "port", nc_amst_listener_port(d->l),
+                   "nbd_port", d->nbd_port, "operation", nc_op_id(nc_vmm_ext_op(d->x)));
   rc = spawn(m, dst_main, d);
   if (rc) {
     json_decref(*out);
