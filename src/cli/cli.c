@@ -244,10 +244,7 @@ struct nc_cli_transport *nc_cli_transport(struct nc_cli *cli) {
   return cli->transport;
 }
 
-/* Reads a token: the first line of a small file, without surrounding
- * whitespace. Returns 0 with *out malloc'ed, or a negative errno
- * (-EFBIG over the cap, -EINVAL when empty). */
-static int read_token_file(const char *path, char **out) {
+int nc__cli_read_token_file(const char *path, char **out) {
   char buf[NC_CLI_TOKEN_MAX + 2];
   size_t len = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -400,7 +397,7 @@ static int resolve_globals(struct nc_cli *cli, const struct global_flags *g) {
   if (g->token != NULL) {
     cli->token = strdup(g->token);
   } else if (g->token_file != NULL) {
-    rc = read_token_file(g->token_file, &cli->token);
+    rc = nc__cli_read_token_file(g->token_file, &cli->token);
     if (rc != 0)
       return nc_cli_usage_error(cli, "cannot read --token-file %s: %s", g->token_file,
                                 rc == -EFBIG    ? "larger than a token can be"
@@ -413,7 +410,7 @@ static int resolve_globals(struct nc_cli *cli, const struct global_flags *g) {
      * readable (not root, remote daemon) simply means no token. */
     char path[4096];
     snprintf(path, sizeof path, "%s/api.token", cli->data_dir);
-    if (read_token_file(path, &cli->token) != 0)
+    if (nc__cli_read_token_file(path, &cli->token) != 0)
       cli->token = NULL;
   }
   if (cli->token != NULL && !token_ok(cli->token))

@@ -143,4 +143,10 @@ int nc_cli_cmd_events(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_version(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_help(struct nc_cli *cli, int argc, char **argv);
 
+/* Reads a token: the first line of a small file (at most NC_CLI_TOKEN_MAX
+ * bytes read), without surrounding whitespace. Returns 0 with *out
+ * malloc'ed (the caller wipes and frees it), -EFBIG over the cap, -EINVAL
+ * when empty, or another negative errno. */
+int nc__cli_read_token_file(const char *path, char **out);
+
 #endif

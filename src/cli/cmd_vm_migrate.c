@@ -70,51 +70,6 @@ static bool token_ok(const char *t) {
   return *t != '\0';
 }
 
-/* Reads a token file the way the global --token-file does: its first line
- * without surrounding blanks, at most NC_CLI_TOKEN_MAX bytes read. Returns
- * 0 with *out malloc'ed (the caller wipes and frees it), -EFBIG over the
- * cap, -EINVAL when empty, or another negative errno. */
-static int read_token_file(const char *path, char **out) {
-  char buf[NC_CLI_TOKEN_MAX + 2];
-  size_t len = 0;
-  int rc = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  for (;;) {
-    ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = -errno;
-      goto out;
-    }
-    if (n == 0)
-      break;
-    len += (size_t)n;
-    if (len >= sizeof buf - 1) {
-      rc = -EFBIG;
-      goto out;
-    }
-  }
-  buf[len] = '\0';
-  char *start = buf + strspn(buf, " \t\r\n");
-  size_t tlen = strcspn(start, "\r\n");
-  while (tlen > 0 && (start[tlen - 1] == ' ' || start[tlen - 1] == '\t'))
-    tlen--;
-  if (tlen == 0) {
-    rc = -EINVAL;
-    goto out;
-  }
-  *out = strndup(start, tlen);
-  if (*out == NULL)
-    rc = -ENOMEM;
-out:
-  memset(buf, 0, sizeof buf);
-  close(fd);
-  return rc;
-}
-
 /* Parses an optional integer flag into body[key] when given. Returns 0 or
  * the usage error's exit status. */
 static int int_flag(struct nc_cli *cli, json_t *body, const char *flag, const char *value,
@@ -368,7 +323,7 @@ int nc_cli_cmd_vm_migrate(struct nc_cli *cli, int argc, char **argv) {
   if (mode != NULL)
     json_object_set_new(body, "mode", json_string(mode));
   if (token_file != NULL) {
-    int trc = read_token_file(token_file, &secret);
+    int trc = nc__cli_read_token_file(token_file, &secret);
     if (trc != 0) {
       rc = nc_cli_usage_error(cli, "cannot read --token-file %s: %s", token_file,
                               trc == -EFBIG    ? "larger than a token can be"
