@@ -1,25 +1,17 @@
 /* novacron vm delete NAME [--no-wait]: DELETE /v1/vms/{name}, which stops
  * the VM if needed and removes its disk and files. */
 #include "cli/action.h"
-#include "cli/args.h"
 
 #include <stdio.h>
 
-int nc_cli_cmd_vm_delete(struct nc_cli *cli, int argc, char **argv) {
-  bool no_wait = false;
-  const struct nc_cli_opt opts[] = {{"no-wait", NC_CLI_OPT_BOOL, &no_wait}, {NULL, 0, NULL}};
-  static const char *const names[] = {"NAME"};
-  const struct nc_cli_argspec spec = {opts, names, 1, 1};
-  const char *pos[1];
-  char path[512], done[512];
-  int rc;
+static int prepare(struct nc_cli *cli, const char *const *pos, void *arg,
+                   struct nc__cli_request *req) {
+  snprintf(req->done, sizeof req->done, "vm \"%s\" deleted", pos[0]);
+  return nc__cli_path(cli, req->path, sizeof req->path, "/v1/vms/%s", pos[0]);
+}
 
-  rc = nc_cli_args_parse(cli, &spec, argc, argv, pos);
-  if (rc != 0)
-    return nc_cli_args_status(rc);
-  rc = nc__cli_path(cli, path, sizeof path, "/v1/vms/%s", pos[0]);
-  if (rc != 0)
-    return rc;
-  snprintf(done, sizeof done, "vm \"%s\" deleted", pos[0]);
-  return nc__cli_mutate(cli, "DELETE", path, NULL, no_wait, done);
+int nc_cli_cmd_vm_delete(struct nc_cli *cli, int argc, char **argv) {
+  static const char *const names[] = {"NAME"};
+  const struct nc__cli_mutation m = {"DELETE", names, 1, NULL, prepare, NULL};
+  return nc__cli_run_mutation(cli, argc, argv, &m);
 }

@@ -1,10 +1,10 @@
 /* novacron vm list: GET /v1/vms, as NAME STATE VCPUS MEMORY IMAGE NODE AGE. */
-#include "cli/args.h"
 #include "cli/call.h"
 #include "cli/fmt.h"
-#include "cli/table.h"
+#include "cli/list.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 
 /* MEMORY column: memory_bytes for a person, else the string as stored. */
 static void memory_cell(const json_t *vm, char *buf, size_t n) {
@@ -15,51 +15,26 @@ static void memory_cell(const json_t *vm, char *buf, size_t n) {
     snprintf(buf, n, "%s", nc_cli_jstr_or(vm, "memory", "-"));
 }
 
+static void vm_row(struct nc_cli *cli, const json_t *vm, struct nc_cli_list_row *row,
+                   void *data) {
+  int64_t vcpus = nc_cli_jint(vm, "vcpus", -1);
+  row->cells[0] = nc_cli_jstr(vm, "name");
+  row->cells[1] = nc_cli_jstr(vm, "state");
+  if (vcpus >= 0) {
+    snprintf(row->buf[2], sizeof row->buf[2], "%" PRId64, vcpus);
+    row->cells[2] = row->buf[2];
+  }
+  memory_cell(vm, row->buf[3], sizeof row->buf[3]);
+  row->cells[3] = row->buf[3];
+  row->cells[4] = nc_cli_jstr(vm, "image");
+  row->cells[5] = nc_cli_jstr(vm, "node");
+  nc_cli_jage(cli, vm, "created_at", row->buf[6], sizeof row->buf[6]);
+  row->cells[6] = row->buf[6];
+}
+
 int nc_cli_cmd_vm_list(struct nc_cli *cli, int argc, char **argv) {
   static const char *const headers[] = {"NAME", "STATE", "VCPUS", "MEMORY", "IMAGE", "NODE", "AGE"};
-  const struct nc_cli_argspec spec = {NULL, NULL, 0, 0};
-  struct nc_cli_table *t = NULL;
-  json_t *resp = NULL;
-  int rc;
-
-  rc = nc_cli_args_parse(cli, &spec, argc, argv, NULL);
-  if (rc != 0)
-    return nc_cli_args_status(rc);
-  rc = nc_cli_call(cli, "GET", "/v1/vms", NULL, &resp);
-  if (rc != NC_CLI_EXIT_OK)
-    return rc;
-  if (cli->output == NC_CLI_OUTPUT_JSON) {
-    nc_cli_print_json(cli, resp);
-    goto out;
-  }
-  const json_t *vms = json_object_get(resp, "vms");
-  if (!json_is_array(vms)) {
-    rc = nc_cli_fail(cli, "GET /v1/vms: the answer has no \"vms\" list");
-    goto out;
-  }
-  if (nc_cli_table_new(7, headers, &t) != 0) {
-    rc = nc_cli_fail(cli, "out of memory");
-    goto out;
-  }
-  size_t i;
-  const json_t *vm;
-  json_array_foreach(vms, i, vm) {
-    char vcpus[24] = "-", mem[32], age[32];
-    int64_t n = nc_cli_jint(vm, "vcpus", -1);
-    if (n >= 0)
-      snprintf(vcpus, sizeof vcpus, "%" PRId64, n);
-    memory_cell(vm, mem, sizeof mem);
-    nc_cli_jage(cli, vm, "created_at", age, sizeof age);
-    const char *cells[] = {nc_cli_jstr(vm, "name"), nc_cli_jstr(vm, "state"), vcpus, mem,
-                           nc_cli_jstr(vm, "image"), nc_cli_jstr(vm, "node"), age};
-    if (nc_cli_table_add(t, cells) != 0) {
-      rc = nc_cli_fail(cli, "out of memory");
-      goto out;
-    }
-  }
-  nc_cli_table_print(t, cli->out);
-out:
-  nc_cli_table_destroy(t);
-  json_decref(resp);
-  return rc;
+  const struct nc_cli_list_spec spec = {.path = "/v1/vms", .array_key = "vms",
+      .ncols = sizeof headers / sizeof *headers, .headers = headers, .row = vm_row};
+  return nc_cli_list_run(cli, argc, argv, &spec);
 }

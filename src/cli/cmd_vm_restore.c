@@ -1,23 +1,18 @@
 /* novacron vm restore NAME SNAP [--no-wait]:
  * POST /v1/vms/{name}/snapshots/{snap}/restore. */
 #include "cli/action.h"
-#include "cli/args.h"
+
+#include <stdio.h>
+
+static int prepare(struct nc_cli *cli, const char *const *pos, void *arg,
+                   struct nc__cli_request *req) {
+  snprintf(req->done, sizeof req->done, "vm \"%s\" restored to snapshot \"%s\"", pos[0], pos[1]);
+  return nc__cli_path(cli, req->path, sizeof req->path, "/v1/vms/%s/snapshots/%s/restore", pos[0],
+                      pos[1]);
+}
 
 int nc_cli_cmd_vm_restore(struct nc_cli *cli, int argc, char **argv) {
-  bool no_wait = false;
-  const struct nc_cli_opt opts[] = {{"no-wait", NC_CLI_OPT_BOOL, &no_wait}, {NULL, 0, NULL}};
   static const char *const names[] = {"NAME", "SNAP"};
-  const struct nc_cli_argspec spec = {opts, names, 2, 2};
-  const char *pos[2];
-  char path[512], done[512];
-  int rc;
-
-  rc = nc_cli_args_parse(cli, &spec, argc, argv, pos);
-  if (rc != 0)
-    return nc_cli_args_status(rc);
-  rc = nc__cli_path(cli, path, sizeof path, "/v1/vms/%s/snapshots/%s/restore", pos[0], pos[1]);
-  if (rc != 0)
-    return rc;
-  snprintf(done, sizeof done, "vm \"%s\" restored to snapshot \"%s\"", pos[0], pos[1]);
-  return nc__cli_mutate(cli, "POST", path, NULL, no_wait, done);
+  const struct nc__cli_mutation m = {"POST", names, 2, NULL, prepare, NULL};
+  return nc__cli_run_mutation(cli, argc, argv, &m);
 }
