@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "store/store_backend.h"
+#include "store/store_etcd.h"
 #include "store/store_sqlite.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -129,13 +130,8 @@ int nc_store_open(const char *uri, struct nc_clock *clock, struct nc_store **out
     }
     return nc__store_sqlite_open(path, clock, NULL, out);
   }
-  if (strncmp(uri, etcd_scheme, sizeof etcd_scheme - 1) == 0) {
-    nc_error(COMPONENT,
-             "store uri \"%s\": the etcd back-end is not built yet; use sqlite:<path> on a "
-             "single node",
-             uri);
-    return -ENOTSUP;
-  }
+  if (strncmp(uri, etcd_scheme, sizeof etcd_scheme - 1) == 0)
+    return nc__store_etcd_open(uri + sizeof etcd_scheme - 1, clock, NULL, out);
   nc_error(COMPONENT,
            "store uri \"%s\" has an unknown scheme (try sqlite:/var/lib/novacron/state.db or "
            "etcd:http://127.0.0.1:2379)",
