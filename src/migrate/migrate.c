@@ -8,6 +8,8 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -241,6 +243,116 @@ static int free_port(const char *host) {
   return port;
 }
 
+/* ---- disk relay ----------------------------------------------------------
+ * QEMU's NBD client does not talk to the destination directly: it talks to
+ * a unix socket of ours, relayed to the destination over TCP with a short
+ * TCP_USER_TIMEOUT. When the migration fails or the link dies we close the
+ * local side, QEMU's pending disk requests fail at once, and QEMU never
+ * blocks its main loop on a peer that is gone. */
+struct relay {
+  int listen_fd, qemu_fd, peer_fd;
+  int wake[2]; /* written to stop the relay */
+  pthread_t thread;
+  bool started;
+};
+
+static void *relay_main(void *arg) {
+  struct relay *r = arg;
+  struct pollfd a[2] = {{r->listen_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
+  if (poll(a, 2, 30000) <= 0 || (a[1].revents & POLLIN))
+    return NULL;
+  r->qemu_fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+  if (r->qemu_fd < 0)
+    return NULL;
+  uint8_t *buf = malloc(65536);
+  if (!buf)
+    return NULL;
+  for (;;) {
+    struct pollfd p[3] = {
+        {r->qemu_fd, POLLIN, 0}, {r->peer_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
+    if (poll(p, 3, -1) < 0 && errno != EINTR)
+      break;
+    if (p[2].revents)
+      break;
+    int from = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) ? 0 : 1;
+    if (!(p[from].revents & (POLLIN | POLLHUP | POLLERR)))
+      continue;
+    ssize_t n = read(p[from].fd, buf, 65536);
+    if (n <= 0 || write_all(from == 0 ? r->peer_fd : r->qemu_fd, buf, (size_t)n) != 0)
+      break;
+  }
+  free(buf);
+  /* Either side ended: end both, so QEMU's requests fail fast. */
+  shutdown(r->qemu_fd, SHUT_RDWR);
+  shutdown(r->peer_fd, SHUT_RDWR);
+  return NULL;
+}
+
+static int relay_start(struct relay *r, const char *sock, const char *host, int port) {
+  memset(r, 0, sizeof *r);
+  r->listen_fd = r->qemu_fd = r->peer_fd = -1;
+  r->wake[0] = r->wake[1] = -1;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sl;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    sl = sizeof *s4;
+  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    sl = sizeof *s6;
+  } else {
+    return -EINVAL;
+  }
+  struct sockaddr_un sa;
+  int rc = unix_addr(&sa, sock);
+  if (rc)
+    return rc;
+  unlink(sock);
+  if (pipe2(r->wake, O_CLOEXEC) != 0)
+    return -errno;
+  r->peer_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  unsigned int uto = 10000; /* ms: a dead link ends the relay within this */
+  int one = 1;
+  if (r->peer_fd < 0)
+    return -errno;
+  setsockopt(r->peer_fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
+  setsockopt(r->peer_fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  if (connect(r->peer_fd, (struct sockaddr *)&ss, sl) != 0)
+    return -errno;
+  r->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(r->listen_fd, 1) != 0)
+    return -errno;
+  if ((rc = pthread_create(&r->thread, NULL, relay_main, r)) != 0)
+    return -rc;
+  r->started = true;
+  return 0;
+}
+
+/* Stops the relay (QEMU's NBD connection ends) and frees its sockets. */
+static void relay_stop(struct relay *r, const char *sock) {
+  if (r->started) {
+    if (write(r->wake[1], "x", 1) < 0) {
+      /* the pipe cannot be full: one byte, written once */
+    }
+    pthread_join(r->thread, NULL);
+    r->started = false;
+  }
+  int *fds[] = {&r->listen_fd, &r->qemu_fd, &r->peer_fd, &r->wake[0], &r->wake[1]};
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+    if (*fds[i] >= 0)
+      close(*fds[i]);
+    *fds[i] = -1;
+  }
+  if (sock)
+    unlink(sock);
+}
+
 /* Polls the disk mirror job: 1 ready, 0 not yet, <0 gone or failed. */
 static int mirror_state(struct nc_vmm_ext *x, uint64_t *done, uint64_t *total) {
   json_t *r = NULL;
@@ -326,6 +438,8 @@ struct src {
   int dwcp_port;
   int nbd_port;  /* the destination's NBD export of the disk, 0 = no disk */
   bool mirroring;
+  struct relay relay;
+  char relay_sock[1200];
 
   struct nc_amst *a;
   struct nc_hde_enc *enc;
@@ -510,6 +624,12 @@ static void src_progress(struct src *s, json_t *info, int64_t t0) {
 static void src_rollback(struct src *s) {
   char st[32];
   json_t *r = NULL;
+  /* First make QEMU's writes fail: in its last phase it writes device
+   * state holding its big lock, so while nobody reads the socket it does
+   * not even answer QMP. A failed write fails the migration, and QEMU
+   * restarts a guest it had stopped for it. */
+  if (s->qemu_fd >= 0)
+    shutdown(s->qemu_fd, SHUT_RDWR);
   if (qmp(s->x, "query-migrate", NULL, &r, NULL, 0) == 0) {
     const char *status = json_string_value(json_object_get(r, "status"));
     if (status && strcmp(status, "completed") != 0 && strcmp(status, "failed") != 0 &&
@@ -702,12 +822,18 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     /* The disk first: mirror the overlay's own data (its base is the same
      * image on both nodes) into the destination's NBD export, and keep it
      * in sync while the memory moves. */
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->nbd_port);
+    snprintf(s->relay_sock, sizeof s->relay_sock, "%s/mig-nbd.sock", nc_vmm_ext_run_dir(s->x));
+    rc = relay_start(&s->relay, s->relay_sock, s->to_host, s->nbd_port);
+    if (rc) {
+      nc_errinfo_set(err, 502, "peer_unreachable", NULL,
+                     "cannot reach the destination's disk export %s:%d: %s", s->to_host,
+                     s->nbd_port, nc_strerror(rc));
+      relay_stop(&s->relay, s->relay_sock);
+      goto rollback;
+    }
     rc = qmp(s->x, "blockdev-add",
-             json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s}", "driver", "nbd", "node-name",
-                       "mig-nbd", "server", "type", "inet", "host", s->to_host, "port", port,
-                       "export", "disk0"),
+             json_pack("{s:s, s:s, s:{s:s, s:s}, s:s}", "driver", "nbd", "node-name", "mig-nbd",
+                       "server", "type", "unix", "path", s->relay_sock, "export", "disk0"),
              NULL, desc, sizeof desc);
     if (rc == 0)
       rc = qmp(s->x, "blockdev-mirror",
@@ -716,6 +842,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
                NULL, desc, sizeof desc);
     if (rc) {
       nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot mirror the disk: %s", desc);
+      relay_stop(&s->relay, s->relay_sock);
       qmp(s->x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
       goto rollback;
     }
@@ -797,7 +924,16 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
       final = "timeout";
       break;
     }
-    usleep(200 * 1000);
+    /* Ask QEMU again after 200 ms, or as soon as its stream ends: the
+     * hand-over, and so the guest's downtime, waits on this. */
+    for (int i = 0; i < 20; i++) {
+      pthread_mutex_lock(&s->mu);
+      bool done_now = s->pump_done;
+      pthread_mutex_unlock(&s->mu);
+      if (done_now && !pump_done)
+        break;
+      usleep(10 * 1000);
+    }
   }
   if (strcmp(final, "completed") != 0) {
     if (strcmp(final, "cancelled") == 0) {
@@ -826,6 +962,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   if (s->mirroring) {
     mirror_end(s->x, false);
     s->mirroring = false;
+    relay_stop(&s->relay, s->relay_sock);
   }
   nc_op_progress(op, 0.92, "waiting for the destination to load the state");
   rc = nc_amst_flush(s->a, COMMIT_TIMEOUT_MS);
@@ -870,7 +1007,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
            (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
            (unsigned long long)hs.zero, (unsigned long long)hs.ref,
            (unsigned long long)hs.delta, (unsigned long long)hs.raw);
-  nc_op_progress(op, 1.0, msg);
+  nc_op_set_result(op, msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
   if (s->m->m_total) {
     nc_metric_add(s->m->m_total, (const char *const[]){"source", "succeeded"}, 1);
@@ -881,6 +1018,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
 
 rollback:
   if (s->mirroring) {
+    relay_stop(&s->relay, s->relay_sock); /* first: QEMU must not wait on a dead peer */
     mirror_end(s->x, true);
     s->mirroring = false;
   }
@@ -1193,7 +1331,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
 
   /* QEMU must have loaded everything before we ask to take over. */
   char qstatus[32] = "";
-  for (int i = 0; i < 600; i++) {
+  for (int i = 0; i < 12000; i++) {
     json_t *info = NULL;
     if (qmp(d->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
       const char *st = json_string_value(json_object_get(info, "status"));
@@ -1202,7 +1340,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     json_decref(info);
     if (strcmp(qstatus, "completed") == 0 || strcmp(qstatus, "failed") == 0)
       break;
-    usleep(100 * 1000);
+    usleep(5 * 1000); /* the guest is paused: every millisecond is downtime */
   }
   if (strcmp(qstatus, "completed") != 0) {
     nc_errinfo_set(err, 500, "hypervisor_error", NULL,

@@ -22,9 +22,10 @@ struct nc_op {
   char target[80];
   enum nc_op_status status;
   double progress;
-  char message[256];
+  char message[512];
   char err_code[32];
   char err_message[512];
+  char result[512]; /* message on success; "" = "done" */
   int64_t created_ms, updated_ms, finished_ms;
   bool cancel;
   bool cancellable;
@@ -312,7 +313,7 @@ void nc_op_finish(struct nc_op *op, int rc, const struct nc_errinfo *err) {
   if (rc == 0) {
     op->status = NC_OP_SUCCEEDED;
     op->progress = 1.0;
-    snprintf(op->message, sizeof op->message, "done");
+    snprintf(op->message, sizeof op->message, "%s", op->result[0] ? op->result : "done");
   } else if (rc == NC_E_CANCELLED) {
     op->status = NC_OP_CANCELLED;
     snprintf(op->err_code, sizeof op->err_code, "cancelled");
@@ -338,6 +339,12 @@ bool nc_op_cancel_requested(struct nc_op *op) {
   bool c = op->cancel;
   pthread_mutex_unlock(&op->ops->mu);
   return c;
+}
+
+void nc_op_set_result(struct nc_op *op, const char *message) {
+  pthread_mutex_lock(&op->ops->mu);
+  snprintf(op->result, sizeof op->result, "%s", message);
+  pthread_mutex_unlock(&op->ops->mu);
 }
 
 void nc_op_set_cancellable(struct nc_op *op, bool cancellable) {

@@ -45,6 +45,9 @@ void nc_op_progress(struct nc_op *op, double fraction, const char *message);
 /* Finishes: rc == 0 → succeeded; NC_E_CANCELLED → cancelled; else failed
  * with err (may be NULL: the message comes from nc_strerror(rc)). */
 void nc_op_finish(struct nc_op *op, int rc, const struct nc_errinfo *err);
+/* The message a successful finish leaves (default "done"), e.g. a
+ * summary of what the operation did. */
+void nc_op_set_result(struct nc_op *op, const char *message);
 bool nc_op_cancel_requested(struct nc_op *op);
 /* Operations are not cancellable unless marked so; cancelling one that is
  * not answers NC_E_CONFLICT. */
