@@ -45,6 +45,7 @@
 #include "dwcp/amst.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
@@ -879,7 +880,13 @@ static int session_start(int *fds, int n, const struct nc_amst_config *cfg,
 struct nc_amst_listener {
   int fd;
   int port;
+  atomic_int aborted; /* nc_amst_listener_abort was called */
 };
+
+void nc_amst_listener_abort(struct nc_amst_listener *l) {
+  atomic_store(&l->aborted, 1);
+  shutdown(l->fd, SHUT_RDWR); /* wakes a poll in nc_amst_accept */
+}
 
 int nc_amst_listen(const char *host, int port, struct nc_amst_listener **out) {
   if (port < 0 || port > 65535 || !out)
@@ -986,6 +993,10 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
   int64_t deadline = deadline_after(timeout_ms);
 
   while (count == 0 || matched < count) {
+    if (atomic_load(&l->aborted)) {
+      rc = -ECANCELED;
+      goto out;
+    }
     int64_t wait = deadline < 0 ? -1 : deadline - now_ms();
     if (deadline >= 0 && wait <= 0) {
       rc = -ETIMEDOUT;

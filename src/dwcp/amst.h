@@ -120,6 +120,9 @@ int nc_amst_listener_port(const struct nc_amst_listener *l);
 int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg,
                    const uint8_t session_id[16], int timeout_ms, struct nc_amst **out);
 void nc_amst_listener_close(struct nc_amst_listener *l); /* accepts NULL */
+/* Makes a pending or later nc_amst_accept on l return -ECANCELED at once
+ * (from any thread; l must still be closed by its owner). */
+void nc_amst_listener_abort(struct nc_amst_listener *l);
 
 /* Source: opens cfg->streams connections to host:port for the session and
  * waits (connect_timeout_ms) for the acceptor's HELLOs. -ECONNREFUSED when

@@ -76,6 +76,7 @@ struct nc_migrate {
   int threads;
   bool stopping;
   struct nc_amst *active[ACTIVE_MAX]; /* sessions to abort at shutdown */
+  struct nc_amst_listener *waiting[ACTIVE_MAX]; /* listeners to abort at shutdown */
   struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime;
 };
 
@@ -185,6 +186,23 @@ static void track(struct nc_migrate *m, struct nc_amst *a, bool on) {
     }
     if (!on && m->active[i] == a) {
       m->active[i] = NULL;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&m->mu);
+}
+
+static void track_listener(struct nc_migrate *m, struct nc_amst_listener *l, bool on) {
+  pthread_mutex_lock(&m->mu);
+  for (int i = 0; i < ACTIVE_MAX; i++) {
+    if (on && !m->waiting[i]) {
+      m->waiting[i] = l;
+      if (m->stopping)
+        nc_amst_listener_abort(l);
+      break;
+    }
+    if (!on && m->waiting[i] == l) {
+      m->waiting[i] = NULL;
       break;
     }
   }
@@ -1002,11 +1020,12 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   char msg[512];
   snprintf(msg, sizeof msg,
            "migrated to %s in %.2f s (%s): %.1f MiB on the wire for %.1f MiB of stream; pages "
-           "%llu: zero %llu, ref %llu, delta %llu, raw %llu",
+           "%llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu",
            s->to, (double)total_ms / 1000.0, s->mode, (double)as.bytes_sent / 1048576.0,
            (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
            (unsigned long long)hs.zero, (unsigned long long)hs.ref,
-           (unsigned long long)hs.delta, (unsigned long long)hs.raw);
+           (unsigned long long)hs.delta, (unsigned long long)hs.raw,
+           (unsigned long long)hs.stored);
   nc_op_set_result(op, msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
   if (s->m->m_total) {
@@ -1244,7 +1263,9 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   struct nc_op *op = nc_vmm_ext_op(d->x);
   nc_op_running(op, "waiting for the source's DWCP streams");
   struct nc_amst_config ac = {.streams = d->streams, .bbr = true};
+  track_listener(d->m, d->l, true);
   int rc = nc_amst_accept(d->l, &ac, d->session, ACCEPT_TIMEOUT_MS, &d->a);
+  track_listener(d->m, d->l, false);
   nc_amst_listener_close(d->l);
   d->l = NULL;
   if (rc)
@@ -1529,9 +1550,12 @@ void nc_migrate_free(struct nc_migrate *m) {
     return;
   pthread_mutex_lock(&m->mu);
   m->stopping = true; /* sources cancel (the VM stays), destinations tear down */
-  for (int i = 0; i < ACTIVE_MAX; i++)
+  for (int i = 0; i < ACTIVE_MAX; i++) {
     if (m->active[i])
       nc_amst_abort(m->active[i]);
+    if (m->waiting[i])
+      nc_amst_listener_abort(m->waiting[i]);
+  }
   while (m->threads > 0)
     pthread_cond_wait(&m->cv, &m->mu);
   pthread_mutex_unlock(&m->mu);

@@ -348,8 +348,10 @@ static int mkdir_p(const char *path, mode_t mode) {
 
 /* The files a VM's directory may hold; delete removes exactly these, so a
  * bug can never turn into an rm -rf. */
-static const char *const vm_files[] = {"disk.qcow2", "qmp.sock", "serial.sock", "serial.log",
-                                       "qemu.log", "qemu.pid", NULL};
+static const char *const vm_files[] = {"disk.qcow2",   "qmp.sock",     "serial.sock",
+                                       "serial.log",   "qemu.log",     "qemu.pid",
+                                       "mig-in.sock",  "mig-out.sock", "mig-nbd.sock",
+                                       NULL};
 
 static void remove_vm_files(struct nc_vmm *vmm, const char *name) {
   char path[1200];
