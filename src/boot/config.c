@@ -165,6 +165,13 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       snprintf(err, err_len, "kvm_probe_timeout_ms must be 500 to 120000");
       return -EINVAL;
     }
+  } else if (strcmp(key, "store") == 0) {
+    if (value[0] && strncmp(value, "sqlite:/", 8) != 0 && strncmp(value, "etcd:http://", 12) != 0) {
+      snprintf(err, err_len,
+               "store \"%s\" must be sqlite:/ABSOLUTE/PATH or etcd:http://HOST:PORT[,...]", vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->store, sizeof cfg->store, "%s", value);
   } else if (strcmp(key, "cluster_token_file") == 0) {
     if (value[0] && value[0] != '/') {
       snprintf(err, err_len, "cluster_token_file must be an absolute path");
@@ -189,7 +196,7 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
     snprintf(err, err_len,
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
              "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms, "
-             "cluster_token_file, dwcp_host, page_cache_bytes)",
+             "cluster_token_file, dwcp_host, page_cache_bytes, store)",
              kex);
     return -EINVAL;
   }

@@ -31,6 +31,7 @@ struct nc_config {
   char cluster_token_file[NC_CONFIG_VALUE_MAX + 1]; /* "" = none */
   char dwcp_host[64];        /* "" = the listen address, or 127.0.0.1 */
   uint64_t page_cache_bytes; /* 0 = no page cache */
+  char store[NC_CONFIG_VALUE_MAX + 1]; /* "" = sqlite:<data_dir>/state.db */
 };
 
 /* Fills the built-in defaults (data_dir /var/lib/novacron, node name from

@@ -243,7 +243,10 @@ static int c_cluster_token(void *ctx, char *err, size_t len) {
 static int c_store(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
   char uri[1200];
-  snprintf(uri, sizeof uri, "sqlite:%s/state.db", d->cfg.data_dir);
+  if (d->cfg.store[0])
+    snprintf(uri, sizeof uri, "%s", d->cfg.store);
+  else
+    snprintf(uri, sizeof uri, "sqlite:%s/state.db", d->cfg.data_dir);
   int rc = nc_store_open(uri, nc_clock_system(), &d->store);
   if (rc)
     snprintf(err, len, "cannot open the store %s: %s", uri, nc_strerror(rc));
@@ -535,7 +538,7 @@ static void usage(FILE *f) {
           "usage: novacrond [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
           "                 [--node-name NAME] [--log-level debug|info|warn|error]\n"
           "                 [--accel auto|tcg|kvm] [--qemu PATH]\n"
-          "                 [--cluster-token-file FILE] [--version]\n"
+          "                 [--cluster-token-file FILE] [--store URI] [--version]\n"
           "\n"
           "Flags override the config file (default %s, if it exists).\n"
           "The API is always on <data-dir>/api.sock; --listen adds a TCP listener that\n"
@@ -547,6 +550,7 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},   {"data-dir", required_argument, NULL, 'd'},
       {"cluster-token-file", required_argument, NULL, 't'},
+      {"store", required_argument, NULL, 's'},
       {"listen", required_argument, NULL, 'l'},   {"node-name", required_argument, NULL, 'n'},
       {"log-level", required_argument, NULL, 'v'}, {"accel", required_argument, NULL, 'a'},
       {"qemu", required_argument, NULL, 'q'},     {"version", no_argument, NULL, 'V'},
@@ -591,7 +595,7 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
   static const char *const keys[] = {['d'] = "data_dir", ['l'] = "listen",
                                      ['n'] = "node_name", ['v'] = "log_level",
                                      ['a'] = "accel",    ['q'] = "qemu",
-                                     ['t'] = "cluster_token_file"};
+                                     ['t'] = "cluster_token_file", ['s'] = "store"};
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (c == 'c' || c == 'V' || c == 'h')
       continue;
