@@ -1,7 +1,7 @@
 /* The NovaCron state store.
  *
  * One small interface, two back-ends: SQLite (single node, the embedded
- * default) and etcd (cluster; a later issue). Both pass the same
+ * default) and etcd (cluster). Both pass the same
  * conformance suite in tests/unit/store/test_store_conformance.c. Semantics
  * follow the etcd v3 data model
  * (https://etcd.io/docs/v3.5/learning/data_model/, .../api/):
@@ -110,7 +110,7 @@ struct nc_store_event {
  *   "sqlite:/path/to/state.db"   (created if missing; parent dir must exist;
  *                                 -EBUSY if another store has it open)
  *   "sqlite::memory:"            (private, not persisted; for tests)
- *   "etcd:http://127.0.0.1:2379[,http://...]"  (later issue; -ENOTSUP now)
+ *   "etcd:http://127.0.0.1:2379[,http://...]"  (etcd v3 gateway; see store_etcd.h)
  * clock drives lease expiry; NULL means the system clock. The clock must
  * outlive the store.
  * On success *out belongs to the caller; free with nc_store_close(). */
