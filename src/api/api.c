@@ -18,6 +18,7 @@
 #include "util/err.h"
 #include "util/errinfo.h"
 #include "util/log.h"
+#include "util/sync.h"
 #include "vm/events.h"
 #include "vm/image.h"
 #include "vm/manager.h"
@@ -765,20 +766,8 @@ static int unix_listener(const char *path, int *out) {
 static int tcp_listener(const char *host, int port, int *out, int *bound) {
   struct sockaddr_storage ss;
   socklen_t sl;
-  memset(&ss, 0, sizeof ss);
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    sl = sizeof *s4;
-  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    sl = sizeof *s6;
-  } else {
+  if (nc_sockaddr_numeric(host, port, &ss, &sl) != 0)
     return -EINVAL;
-  }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
@@ -790,7 +779,7 @@ static int tcp_listener(const char *host, int port, int *out, int *bound) {
     return rc;
   }
   getsockname(fd, (struct sockaddr *)&ss, &sl);
-  *bound = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+  *bound = nc_sockaddr_port(&ss);
   *out = fd;
   return 0;
 }

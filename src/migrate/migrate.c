@@ -25,6 +25,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/sync.h"
 #include "vm/manager.h"
 #include "vm/ops.h"
 #include "vm/spec.h"
@@ -238,25 +239,15 @@ static bool has_disk(struct nc_vmm_ext *x) {
  * own bind error. */
 static int free_port(const char *host) {
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
   socklen_t sl;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    sl = sizeof *s4;
-  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    sl = sizeof *s6;
-  } else {
+  if (nc_sockaddr_numeric(host, 0, &ss, &sl) != 0)
     return -EINVAL;
-  }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   int port = -EADDRNOTAVAIL;
   if (bind(fd, (struct sockaddr *)&ss, sl) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-    port = ntohs(ss.ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+    port = nc_sockaddr_port(&ss);
   close(fd);
   return port;
 }
@@ -311,21 +302,9 @@ static int relay_start(struct relay *r, const char *sock, const char *host, int 
   r->listen_fd = r->qemu_fd = r->peer_fd = -1;
   r->wake[0] = r->wake[1] = -1;
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
   socklen_t sl;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    sl = sizeof *s4;
-  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    sl = sizeof *s6;
-  } else {
+  if (nc_sockaddr_numeric(host, port, &ss, &sl) != 0)
     return -EINVAL;
-  }
   struct sockaddr_un sa;
   int rc = unix_addr(&sa, sock);
   if (rc)

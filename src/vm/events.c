@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/sync.h"
+
 struct slot {
   uint64_t seq;
   char *type;
@@ -26,11 +28,7 @@ int nc_events_new(struct nc_events **out) {
   if (!ev)
     return -ENOMEM;
   pthread_mutex_init(&ev->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&ev->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  nc_cond_init_mono(&ev->cv);
   *out = ev;
   return 0;
 }
@@ -75,14 +73,7 @@ uint64_t nc_events_last(struct nc_events *ev) {
 
 int nc_events_wait(struct nc_events *ev, uint64_t after, int timeout_ms, char **type,
                    char **text, uint64_t *seq, uint64_t *missed) {
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  struct timespec dl = nc_deadline(timeout_ms);
   int rc = 0;
   pthread_mutex_lock(&ev->mu);
   while (!ev->closed && ev->last <= after) {

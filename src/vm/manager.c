@@ -17,6 +17,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/sync.h"
 #include "util/size.h"
 #include "vm/events.h"
 #include "vm/image.h"
@@ -1535,14 +1536,7 @@ static void *reconciler_main(void *arg) {
     pthread_mutex_unlock(&vmm->mu);
     reconcile_all(vmm);
     pthread_mutex_lock(&vmm->mu);
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += vmm->cfg.reconcile_interval_ms / 1000;
-    dl.tv_nsec += (long)(vmm->cfg.reconcile_interval_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-      dl.tv_sec++;
-      dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = nc_deadline(vmm->cfg.reconcile_interval_ms);
     if (!vmm->stopping)
       pthread_cond_timedwait(&vmm->cv, &vmm->mu, &dl);
   }
@@ -1651,11 +1645,7 @@ int nc_vmm_new(const struct nc_vmm_config *cfg, struct nc_vmm **out) {
     vmm->cfg.max_running_ops = 32;
   snprintf(vmm->vms_dir, sizeof vmm->vms_dir, "%s/vms", cfg->data_dir);
   pthread_mutex_init(&vmm->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&vmm->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  nc_cond_init_mono(&vmm->cv);
   int rc = mkdir_p(vmm->vms_dir, 0700);
   if (rc) {
     nc_error("vm", "cannot create %s: %s", vmm->vms_dir, nc_strerror(rc));

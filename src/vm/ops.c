@@ -10,6 +10,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/sync.h"
 #include "vm/events.h"
 
 #define OPS_PREFIX "/nc/ops/"
@@ -99,11 +100,7 @@ int nc_ops_new(struct nc_store *store, struct nc_clock *clock, struct nc_rand *r
   if (!ops)
     return -ENOMEM;
   pthread_mutex_init(&ops->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&ops->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  nc_cond_init_mono(&ops->cv);
   ops->store = store;
   ops->clock = clock;
   ops->rand = rand;
@@ -368,14 +365,7 @@ static struct nc_op *find_locked(struct nc_ops *ops, const char *id) {
 }
 
 int nc_ops_get_json(struct nc_ops *ops, const char *id, int wait_ms, json_t **out) {
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += wait_ms / 1000;
-  dl.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  struct timespec dl = nc_deadline(wait_ms);
   pthread_mutex_lock(&ops->mu);
   struct nc_op *op = find_locked(ops, id);
   if (!op) {
