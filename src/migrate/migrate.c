@@ -67,6 +67,11 @@ enum {
 #define DEFAULT_MAX_DOWNTIME_MS 300
 #define DEFAULT_CONVERGE_TIMEOUT_S 300
 #define QMP_TIMEOUT_MS 10000
+/* Bytes in flight between the daemons. Compressed, so several times as
+ * much guest memory: QEMU counts it as sent, and at switch-over it must
+ * still cross the link while the guest is paused. Small enough to keep
+ * that short, large enough for a 100 Mbit/s x 50 ms path (625 KB). */
+#define WINDOW_BYTES (2u << 20)
 
 #define ACTIVE_MAX 64
 
@@ -731,7 +736,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
 
   /* 2. The DWCP session, and a look at the link. */
   nc_op_progress(op, 0.02, "connecting DWCP streams");
-  struct nc_amst_config ac = {.streams = s->streams, .bbr = true};
+  struct nc_amst_config ac = {.streams = s->streams,
+                              .bbr = true,
+                              .send_window_bytes = WINDOW_BYTES,
+                              .recv_window_bytes = WINDOW_BYTES};
   int64_t tc = now_ms();
   rc = nc_amst_connect(&ac, s->to_host, s->dwcp_port, s->session, &s->a);
   int64_t rtt_ms = now_ms() - tc; /* the handshake costs about one round trip */
@@ -1241,7 +1249,10 @@ static int dst_apply(struct dst *d, const uint8_t *p, size_t n, struct nc_errinf
 static int dst_run(struct dst *d, struct nc_errinfo *err) {
   struct nc_op *op = nc_vmm_ext_op(d->x);
   nc_op_running(op, "waiting for the source's DWCP streams");
-  struct nc_amst_config ac = {.streams = d->streams, .bbr = true};
+  struct nc_amst_config ac = {.streams = d->streams,
+                              .bbr = true,
+                              .send_window_bytes = WINDOW_BYTES,
+                              .recv_window_bytes = WINDOW_BYTES};
   track_listener(d->m, d->l, true);
   int rc = nc_amst_accept(d->l, &ac, d->session, ACCEPT_TIMEOUT_MS, &d->a);
   track_listener(d->m, d->l, false);
@@ -1261,8 +1272,16 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   uint8_t *summary = NULL;
   size_t slen = 0;
   if (d->m->cfg.pcache) {
+    /* Reserve only slots nothing occupies: what the cache already holds is
+     * worth more (the summary lets the source reference all of it; a VM
+     * coming back finds most of its pages here). */
+    struct nc_pcache *pc = d->m->cfg.pcache;
+    uint64_t held = nc_pcache_count(pc), slots = nc_pcache_slots(pc);
+    uint64_t want = slots > held ? slots - held : 0;
     uint64_t granted = 0;
-    if (nc_pcache_reserve(d->m->cfg.pcache, d->session64, guest_pages, &granted) == 0)
+    if (want > guest_pages)
+      want = guest_pages;
+    if (want > 0 && nc_pcache_reserve(pc, d->session64, want, &granted) == 0)
       hp.new_pages_quota = granted;
     if (nc_pcache_summary(d->m->cfg.pcache, d->session64, &summary, &slen) != 0) {
       summary = NULL; /* no summary: the source simply references nothing old */
