@@ -39,6 +39,26 @@ API_PORT = 8470
 MIGRATE_TIMEOUT_S = 180  # one migration, including a slow (tbf) one
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (`timeout`, a person): the test stops here, as a
+    failure, so that its cleanups still run. QEMU is double-forked away
+    from novacrond, and the namespaces are not any process's, so without
+    the cleanups both would outlive the run."""
+
+
+_terminated = False
+
+
+def _on_sigterm(signum, frame):
+    global _terminated
+    if not _terminated:  # once: a second SIGTERM must not cut the cleanup short
+        _terminated = True
+        raise Terminated("SIGTERM: stopping the test and cleaning up")
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def run(*argv, check=True):
     """Runs a command (ip, tc); fails the test with its stderr when it
     fails and check is set. Returns the CompletedProcess."""
@@ -231,6 +251,8 @@ class MigrationCase(nc.TestCase):
     link_tag = "m"
 
     def setUp(self):
+        if _terminated:
+            self.skipTest("SIGTERM received earlier in this run")
         # Registered before nc.TestCase's own cleanup, so it runs after it:
         # the namespaces go once the daemons and QEMUs in them are gone.
         self.link = Link(self.link_tag)
