@@ -65,7 +65,9 @@ int nc__peer_call(const char *method, const char *base, const char *path, const 
   if (b.toobig) {
     rc = NC_E_TOOBIG;
   } else if (cc == CURLE_COULDNT_CONNECT) {
-    rc = -ECONNREFUSED;
+    long oserr = 0; /* refused, unreachable, timed out: say which */
+    curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
+    rc = oserr > 0 ? -(int)oserr : -ECONNREFUSED;
   } else if (cc == CURLE_OPERATION_TIMEDOUT) {
     rc = -ETIMEDOUT;
   } else if (cc != CURLE_OK) {
