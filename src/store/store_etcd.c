@@ -874,18 +874,27 @@ static int64_t et_current_rev(struct nc_store *base) {
   return bad || rev <= 0 ? NC_E_PROTO : rev;
 }
 
-static int et_compact(struct nc_store *base, int64_t rev) {
-  struct et_store *s = (struct et_store *)base;
+/* Calls path with the body {field: value}; *resp (may be NULL) gets the
+ * answer. */
+static int et_call_i64(struct et_store *s, const char *path, const char *field, int64_t value,
+                       unsigned flags, json_t **resp) {
   bool ok = true;
   json_t *req = json_object();
   if (!req)
     return -ENOMEM;
-  put_field(req, "revision", i64_json(rev), &ok);
-  json_t *resp = NULL;
-  int err = ok ? et_call(s, "/v3/kv/compaction", req, 0, &resp) : -ENOMEM;
+  put_field(req, field, i64_json(value), &ok);
+  json_t *r = NULL;
+  int err = ok ? et_call(s, path, req, flags, &r) : -ENOMEM;
   json_decref(req);
-  json_decref(resp);
+  if (resp)
+    *resp = r;
+  else
+    json_decref(r);
   return err;
+}
+
+static int et_compact(struct nc_store *base, int64_t rev) {
+  return et_call_i64((struct et_store *)base, "/v3/kv/compaction", "revision", rev, 0, NULL);
 }
 
 /* ---- leases ---- */
@@ -895,17 +904,13 @@ static int et_lease_grant(struct nc_store *base, int64_t ttl_ms, int64_t *lease_
   /* etcd counts TTLs in whole seconds: round up so a lease never lives
    * shorter than asked (etcd also raises it to its minimum). */
   int64_t ttl_s = ttl_ms / 1000 + (ttl_ms % 1000 != 0);
-  bool ok = true;
-  json_t *req = json_object();
-  if (!req)
-    return -ENOMEM;
-  put_field(req, "TTL", i64_json(ttl_s), &ok);
   json_t *resp = NULL;
   /* A retried grant at worst leaves an unused lease to expire. */
-  int err = ok ? et_call(s, "/v3/lease/grant", req, CALL_IDEMPOTENT, &resp) : -ENOMEM;
-  json_decref(req);
-  if (err < 0)
+  int err = et_call_i64(s, "/v3/lease/grant", "TTL", ttl_s, CALL_IDEMPOTENT, &resp);
+  if (err < 0) {
+    json_decref(resp);
     return err;
+  }
   bool bad = false;
   int64_t id = j_i64(resp, "ID", &bad);
   const char *e = json_string_value(json_object_get(resp, "error"));
@@ -925,17 +930,13 @@ static int et_lease_grant(struct nc_store *base, int64_t ttl_ms, int64_t *lease_
  * {"error": {...}} line. TTL <= 0 means the lease is unknown or expired
  * (v3rpc's LeaseKeepAlive turns ErrLeaseNotFound into TTL 0). */
 static int et_lease_keepalive(struct nc_store *base, int64_t lease) {
-  struct et_store *s = (struct et_store *)base;
-  bool ok = true;
-  json_t *req = json_object();
-  if (!req)
-    return -ENOMEM;
-  put_field(req, "ID", i64_json(lease), &ok);
   json_t *resp = NULL;
-  int err = ok ? et_call(s, "/v3/lease/keepalive", req, CALL_IDEMPOTENT, &resp) : -ENOMEM;
-  json_decref(req);
-  if (err < 0)
+  int err = et_call_i64((struct et_store *)base, "/v3/lease/keepalive", "ID", lease,
+                        CALL_IDEMPOTENT, &resp);
+  if (err < 0) {
+    json_decref(resp);
     return err;
+  }
   const json_t *result = json_object_get(resp, "result");
   const json_t *error = json_object_get(resp, "error");
   bool bad = false;
@@ -954,17 +955,7 @@ static int et_lease_keepalive(struct nc_store *base, int64_t lease) {
 }
 
 static int et_lease_revoke(struct nc_store *base, int64_t lease) {
-  struct et_store *s = (struct et_store *)base;
-  bool ok = true;
-  json_t *req = json_object();
-  if (!req)
-    return -ENOMEM;
-  put_field(req, "ID", i64_json(lease), &ok);
-  json_t *resp = NULL;
-  int err = ok ? et_call(s, "/v3/lease/revoke", req, 0, &resp) : -ENOMEM;
-  json_decref(req);
-  json_decref(resp);
-  return err;
+  return et_call_i64((struct et_store *)base, "/v3/lease/revoke", "ID", lease, 0, NULL);
 }
 
 /* ---- watches ----
