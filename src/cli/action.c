@@ -69,15 +69,11 @@ struct simple_action {
 static int prepare_simple_action(struct nc_cli *cli, const char *const *pos, void *arg,
                                  struct nc__cli_request *req) {
   const struct simple_action *a = arg;
-  size_t len;
-  int rc = nc__cli_path(cli, req->path, sizeof req->path, "/v1/vms/%s/", pos[0]);
+  /* The whole path through nc__cli_path, so a name too long for it is a
+   * usage error rather than a request sent to a cut-short path. */
+  int rc = nc__cli_path(cli, req->path, sizeof req->path, "/v1/vms/%s/%s", pos[0], a->action);
   if (rc != 0)
     return rc;
-  /* Unlike nc__cli_path, this truncates: a name that leaves too little
-   * room cuts the action short. Kept so that the command's behaviour did
-   * not change when it moved onto nc__cli_run_mutation. */
-  len = strlen(req->path);
-  snprintf(req->path + len, sizeof req->path - len, "%s", a->action);
   snprintf(req->done, sizeof req->done, "vm \"%s\" %s", pos[0], a->done_word);
   return 0;
 }
