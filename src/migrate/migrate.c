@@ -40,7 +40,11 @@
  *   ABORT       UTF-8 reason
  *   PROBE       filler bytes for the bandwidth probe
  *   SUMMARY     u64 session | u64 new_pages_quota | u64 delta_cache_bytes |
- *               page-cache summary (nc_pcache_summary)
+ *               u64 summary_len (at most SUMMARY_MAX)
+ *   SUMMARY_PART  the next bytes of the page-cache summary (nc_pcache_summary),
+ *               SUMMARY_CHUNK at most each, until summary_len have come
+ *               (16 bytes per cached page: a full 512M cache is 2 MiB, more
+ *               than one AMST message may carry)
  *   COMMIT_REQ  empty: the destination's QEMU has the whole state
  *   RESUMED     empty: the destination runs the guest */
 enum {
@@ -52,6 +56,7 @@ enum {
   MSG_SUMMARY = NC_AMST_TYPE_USER + 16,
   MSG_COMMIT_REQ,
   MSG_RESUMED,
+  MSG_SUMMARY_PART,
 };
 
 #define REC_OPAQUE 1
@@ -60,6 +65,8 @@ enum {
 #define OPAQUE_CHUNK (64 * 1024)
 #define READ_CHUNK (256 * 1024)
 #define PROBE_BYTES (1024 * 1024)
+#define SUMMARY_CHUNK (512 * 1024)
+#define SUMMARY_MAX (64u << 20) /* 4M cached pages: a 16 GiB page cache */
 #define PEER_TIMEOUT_MS 15000
 #define ACCEPT_TIMEOUT_MS 30000
 #define COMMIT_TIMEOUT_MS 60000
@@ -754,7 +761,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   void *payload = NULL;
   size_t plen = 0;
   rc = nc_amst_recv(s->a, ACCEPT_TIMEOUT_MS, &type, &payload, &plen);
-  if (rc || type != MSG_SUMMARY || plen < 24) {
+  if (rc || type != MSG_SUMMARY || plen != 32) {
     free(payload);
     nc_errinfo_set(err, 502, "peer_protocol", NULL,
                    "the destination did not send its page-cache summary (%s)",
@@ -765,6 +772,34 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   struct nc_hde_params hp = {0};
   hp.new_pages_quota = get_be((uint8_t *)payload + 8, 8);
   hp.delta_cache_bytes = get_be((uint8_t *)payload + 16, 8);
+  uint64_t slen = get_be((uint8_t *)payload + 24, 8);
+  free(payload);
+  payload = NULL;
+  uint8_t *summary = slen <= SUMMARY_MAX ? malloc(slen ? slen : 1) : NULL;
+  if (!summary) {
+    nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                   "the destination's page-cache summary (%llu bytes) is over the %u-byte cap",
+                   (unsigned long long)slen, SUMMARY_MAX);
+    rc = NC_E_TOOBIG;
+    goto rollback;
+  }
+  for (uint64_t got = 0; got < slen;) {
+    void *part = NULL;
+    size_t n = 0;
+    rc = nc_amst_recv(s->a, ACCEPT_TIMEOUT_MS, &type, &part, &n);
+    if (rc || type != MSG_SUMMARY_PART || n == 0 || n > slen - got) {
+      free(part);
+      free(summary);
+      nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                     "the destination's page-cache summary was cut short (%s)",
+                     rc ? nc_strerror(rc) : "unexpected message");
+      rc = rc ? rc : NC_E_PROTO;
+      goto rollback;
+    }
+    memcpy(summary + got, part, n);
+    got += n;
+    free(part);
+  }
   int64_t tp = now_ms();
   uint8_t *filler = calloc(1, PROBE_BYTES);
   rc = filler ? nc_amst_send(s->a, MSG_PROBE, filler, PROBE_BYTES) : -ENOMEM;
@@ -774,7 +809,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   double probe_s = (double)(now_ms() - tp) / 1000.0;
   double bw_mbit = probe_s > 0 ? PROBE_BYTES * 8.0 / 1e6 / probe_s : 1e5;
   if (rc) {
-    free(payload);
+    free(summary);
     nc_errinfo_set(err, 502, "link_failed", NULL, "the DWCP link failed during the probe: %s",
                    nc_strerror(rc));
     goto rollback;
@@ -783,8 +818,8 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   choose_mode(s, rtt_ms, bw_mbit, &hp, why, sizeof why);
   nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,
           s->streams);
-  rc = nc_hde_enc_new(&hp, (uint8_t *)payload + 24, plen - 24, s->m->cfg.pcache, &s->enc);
-  free(payload);
+  rc = nc_hde_enc_new(&hp, summary, (size_t)slen, s->m->cfg.pcache, &s->enc);
+  free(summary);
   if (rc) {
     nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page encoder: %s",
                    nc_strerror(rc));
@@ -1288,19 +1323,21 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
       slen = 0;
     }
   }
-  uint8_t *msg = malloc(24 + slen);
-  if (!msg) {
-    free(summary);
-    return -ENOMEM;
+  if (slen > SUMMARY_MAX) { /* the source would refuse it: reference nothing old */
+    slen = 0;
+    nc_warn("migrate", "page-cache summary over %u bytes; sending none", SUMMARY_MAX);
   }
+  uint8_t msg[32];
   put_be64(msg, d->session64);
   put_be64(msg + 8, hp.new_pages_quota);
   put_be64(msg + 16, hp.delta_cache_bytes);
-  if (slen)
-    memcpy(msg + 24, summary, slen);
+  put_be64(msg + 24, slen);
+  rc = nc_amst_send(d->a, MSG_SUMMARY, msg, sizeof msg);
+  for (size_t off = 0; rc == 0 && off < slen; off += SUMMARY_CHUNK) {
+    size_t n = slen - off < SUMMARY_CHUNK ? slen - off : SUMMARY_CHUNK;
+    rc = nc_amst_send(d->a, MSG_SUMMARY_PART, summary + off, n);
+  }
   free(summary);
-  rc = nc_amst_send(d->a, MSG_SUMMARY, msg, 24 + slen);
-  free(msg);
   if (rc)
     return nc_errinfo_set(err, 502, "link_failed", NULL, "sending the summary: %s",
                           nc_strerror(rc));
