@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 
 #include "api/api.h"
-#include "fake_hv.h"
+#include "vm_world.h"
 #include "obs/metrics.h"
 #include "store/store.h"
 #include "vm/events.h"
@@ -22,19 +22,8 @@
 #define TOKEN "s3cret-token-0123456789abcdef"
 
 struct fx {
-  char dir[128];
-  char data_dir[256];
+  struct nct_world w;
   char sock[256];
-  char uri[300];
-  char kernel[300];
-  char base_disk[300];
-  struct nc_clock_manual clock;
-  struct nct_rand rand;
-  struct nc_store *store;
-  struct nc_events *events;
-  struct nc_ops *ops;
-  struct nc_metrics *metrics;
-  struct fake_hv hv;
   struct nc_vmm *vmm;
   struct nc_api *api;
   int port;
@@ -55,54 +44,31 @@ static json_t *readiness(void *data) {
 
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
-  if (!f || nct_mkdtemp(f->dir, sizeof f->dir, "api") != 0)
+  if (!f || nct_world_init(&f->w, "api", 99, NULL) != 0)
     return -1;
-  snprintf(f->data_dir, sizeof f->data_dir, "%s/data", f->dir);
-  snprintf(f->sock, sizeof f->sock, "%s/api.sock", f->dir);
-  snprintf(f->uri, sizeof f->uri, "sqlite:%s/s.db", f->dir);
-  snprintf(f->kernel, sizeof f->kernel, "%s/vmlinuz", f->dir);
-  snprintf(f->base_disk, sizeof f->base_disk, "%s/base.qcow2", f->dir);
-  if (nct_write_file(f->kernel, "k") || nct_write_file(f->base_disk, "d"))
-    return -1;
-  nc_clock_manual_init(&f->clock, 0);
-  nct_rand_init(&f->rand, 99);
-  fake_hv_init(&f->hv);
+  snprintf(f->sock, sizeof f->sock, "%s/api.sock", f->w.dir);
   f->ready = true;
-  if (nc_store_open(f->uri, &f->clock.clock, &f->store) || nc_events_new(&f->events) ||
-      nc_ops_new(f->store, &f->clock.clock, &f->rand.r, f->events, &f->ops) ||
-      nc_metrics_new(&f->metrics))
-    return -1;
-  char req[1000];
-  snprintf(req, sizeof req, "{\"name\":\"img\",\"kernel\":\"%s\",\"disk\":\"%s\"}", f->kernel,
-           f->base_disk);
-  json_t *j = json_loads(req, 0, NULL);
-  struct nc_image img;
-  struct nc_errinfo err;
-  int rc = nc_image_register(f->store, j, &img, &err);
-  json_decref(j);
-  if (rc)
-    return -1;
   struct nc_vmm_config vc = {
-      .data_dir = f->data_dir,
+      .data_dir = f->w.data_dir,
       .node_name = "api-node",
-      .store = f->store,
-      .hv = &f->hv.base,
+      .store = f->w.store,
+      .hv = &f->w.hv.base,
       .disk = {1, f, fake_overlay},
-      .clock = &f->clock.clock,
-      .rand = &f->rand.r,
-      .metrics = f->metrics,
-      .events = f->events,
-      .ops = f->ops,
+      .clock = &f->w.clock.clock,
+      .rand = &f->w.rand.r,
+      .metrics = f->w.metrics,
+      .events = f->w.events,
+      .ops = f->w.ops,
       .reconcile_interval_ms = 50,
   };
   if (nc_vmm_new(&vc, &f->vmm) || nc_vmm_start(f->vmm))
     return -1;
   struct nc_api_config ac = {
       .vmm = f->vmm,
-      .ops = f->ops,
-      .events = f->events,
-      .metrics = f->metrics,
-      .store = f->store,
+      .ops = f->w.ops,
+      .events = f->w.events,
+      .metrics = f->w.metrics,
+      .store = f->w.store,
       .unix_path = f->sock,
       .listen_host = "127.0.0.1",
       .listen_port = 0,
@@ -121,15 +87,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   struct fx *f = *state;
-  fake_hv_open_gate(&f->hv);
+  fake_hv_open_gate(&f->w.hv);
   nc_api_stop(f->api); /* closes the event bus: streams end */
   nc_vmm_free(f->vmm);
-  nc_ops_free(f->ops);
-  nc_events_free(f->events);
-  nc_metrics_free(f->metrics);
-  nc_store_close(f->store);
-  fake_hv_destroy(&f->hv);
-  nct_rmtree(f->dir);
+  nct_world_fini(&f->w);
   free(f);
   return 0;
 }
@@ -615,15 +576,15 @@ static void test_snapshot_delete_is_not_an_action_route(void **state) {
   expect_status(&r, 404, "not_found", NULL, "unknown vm action");
   resp_free(&r);
   nct_sleep_ms(50);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_deletes), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_deletes), 0);
 }
 
 static void test_cancel_running_start(void **state) {
   struct fx *f = *state;
-  fake_hv_close_gate(&f->hv);
+  fake_hv_close_gate(&f->w.hv);
   char id[32];
   post_op(f, "/v1/vms", "{\"name\":\"slow\",\"image\":\"img\",\"start\":true}", 201, id);
-  EXPECT_TRUE(fake_hv_wait_launching(&f->hv, 1, 5000));
+  EXPECT_TRUE(fake_hv_wait_launching(&f->w.hv, 1, 5000));
   struct resp r = http(f, TCP_TOKEN, "POST", "/v1/vms/slow/pause", NULL);
   expect_status(&r, 409, "conflict", NULL, id); /* busy */
   resp_free(&r);
@@ -632,7 +593,7 @@ static void test_cancel_running_start(void **state) {
   r = http(f, TCP_TOKEN, "POST", path, NULL);
   expect_status(&r, 202, NULL, NULL, NULL);
   resp_free(&r);
-  fake_hv_open_gate(&f->hv);
+  fake_hv_open_gate(&f->w.hv);
   wait_op(f, id, "cancelled");
 }
 
@@ -647,12 +608,12 @@ static void test_images_node_console(void **state) {
 
   char body[800];
   snprintf(body, sizeof body, "{\"name\":\"img2\",\"kernel\":\"%s\",\"cmdline\":\"quiet\"}",
-           f->kernel);
+           f->w.kernel);
   r = http(f, TCP_TOKEN, "POST", "/v1/images", body);
   expect_status(&r, 201, NULL, NULL, NULL);
   j = body_json(&r);
   EXPECT_STR(jstr(j, "name"), "img2");
-  EXPECT_STR(jstr(j, "kernel"), f->kernel);
+  EXPECT_STR(jstr(j, "kernel"), f->w.kernel);
   json_decref(j);
   resp_free(&r);
   r = http(f, TCP_TOKEN, "POST", "/v1/images", body);
@@ -675,7 +636,7 @@ static void test_images_node_console(void **state) {
 
   running_vm(f, "con");
   char logp[400];
-  snprintf(logp, sizeof logp, "%s/vms/con/serial.log", f->data_dir);
+  snprintf(logp, sizeof logp, "%s/vms/con/serial.log", f->w.data_dir);
   EXPECT_RC(nct_write_file(logp, "boot...\nlogin: "), 0);
   r = http(f, TCP_TOKEN, "GET", "/v1/vms/con/console", NULL);
   expect_status(&r, 200, NULL, NULL, NULL);
@@ -802,7 +763,7 @@ static void test_events_stream_live(void **state) {
 static void test_events_replay_with_last_event_id(void **state) {
   struct fx *f = *state;
   running_vm(f, "ev");
-  uint64_t before = nc_events_last(f->events);
+  uint64_t before = nc_events_last(f->w.events);
   char id[32];
   post_op(f, "/v1/vms/ev/pause", NULL, 202, id);
   wait_op(f, id, "succeeded");
@@ -860,7 +821,7 @@ static void test_metrics(void **state) {
   EXPECT_CONTAINS(r.body, "novacron_vms{state=\"running\"} 1\n");
   EXPECT_CONTAINS(r.body, "libvirt_domain_info_maximum_memory_bytes{domain=\"m1\"} 268435456\n");
   char out[4096];
-  int rc = promtool(r.body, out, sizeof out, f->dir);
+  int rc = promtool(r.body, out, sizeof out, f->w.dir);
   if (rc == -1) {
     fprintf(stderr, "SKIP: promtool is not on PATH (install the Debian package prometheus); "
                     "/metrics was not checked with it\n");

@@ -10,7 +10,7 @@
 #include <jansson.h>
 #include <sys/stat.h>
 
-#include "fake_hv.h"
+#include "vm_world.h"
 #include "obs/metrics.h"
 #include "store/store.h"
 #include "vm/events.h"
@@ -20,18 +20,7 @@
 #include "vm/state.h"
 
 struct fx {
-  char dir[128];
-  char data_dir[256];
-  char uri[300];
-  char kernel[300];
-  char base_disk[300];
-  struct nc_clock_manual clock;
-  struct nct_rand rand;
-  struct nc_store *store;
-  struct nc_events *events;
-  struct nc_ops *ops;
-  struct nc_metrics *metrics;
-  struct fake_hv hv;
+  struct nct_world w;
   pthread_mutex_t disk_mu;
   int overlays;
   int overlay_rc;
@@ -58,16 +47,16 @@ static int fake_overlay(void *data, const char *base, const char *overlay) {
 
 static void start_manager(struct fx *f) {
   struct nc_vmm_config c = {
-      .data_dir = f->data_dir,
+      .data_dir = f->w.data_dir,
       .node_name = "test-node",
-      .store = f->store,
-      .hv = &f->hv.base,
+      .store = f->w.store,
+      .hv = &f->w.hv.base,
       .disk = {1, f, fake_overlay},
-      .clock = &f->clock.clock,
-      .rand = &f->rand.r,
-      .metrics = f->metrics,
-      .events = f->events,
-      .ops = f->ops,
+      .clock = &f->w.clock.clock,
+      .rand = &f->w.rand.r,
+      .metrics = f->w.metrics,
+      .events = f->w.events,
+      .ops = f->w.ops,
       .accel = NC_ACCEL_TCG,
       .reconcile_interval_ms = 20,
       .stop_timeout_ms = 30000,
@@ -79,42 +68,16 @@ static void start_manager(struct fx *f) {
 
 static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
-  if (!f || nct_mkdtemp(f->dir, sizeof f->dir, "vmm") != 0)
+  if (!f || nct_world_init(&f->w, "vmm", 7, "console=ttyS0") != 0)
     return -1;
-  snprintf(f->data_dir, sizeof f->data_dir, "%s/data", f->dir);
-  snprintf(f->uri, sizeof f->uri, "sqlite:%s/s.db", f->dir);
-  snprintf(f->kernel, sizeof f->kernel, "%s/vmlinuz", f->dir);
-  snprintf(f->base_disk, sizeof f->base_disk, "%s/base.qcow2", f->dir);
-  if (nct_write_file(f->kernel, "kernel") || nct_write_file(f->base_disk, "disk"))
-    return -1;
-  nc_clock_manual_init(&f->clock, 0);
-  nct_rand_init(&f->rand, 7);
   pthread_mutex_init(&f->disk_mu, NULL);
-  fake_hv_init(&f->hv);
-  if (nc_store_open(f->uri, &f->clock.clock, &f->store) || nc_events_new(&f->events) ||
-      nc_ops_new(f->store, &f->clock.clock, &f->rand.r, f->events, &f->ops) ||
-      nc_metrics_new(&f->metrics))
-    return -1;
-  char req[1000];
-  snprintf(req, sizeof req,
-           "{\"name\":\"img\",\"kernel\":\"%s\",\"disk\":\"%s\",\"cmdline\":\"console=ttyS0\"}",
-           f->kernel, f->base_disk);
-  json_t *j = json_loads(req, 0, NULL);
-  struct nc_image img;
-  struct nc_errinfo err = {0};
-  int rc = nc_image_register(f->store, j, &img, &err);
-  json_decref(j);
-  if (rc) {
-    fprintf(stderr, "image register: %s\n", err.message);
-    return -1;
-  }
   *state = f;
   start_manager(f);
   return 0;
 }
 
 static void stop_manager(struct fx *f) {
-  fake_hv_open_gate(&f->hv); /* never leave an operation stuck at the gate */
+  fake_hv_open_gate(&f->w.hv); /* never leave an operation stuck at the gate */
   nc_vmm_free(f->vmm);
   f->vmm = NULL;
 }
@@ -122,13 +85,8 @@ static void stop_manager(struct fx *f) {
 static int teardown(void **state) {
   struct fx *f = *state;
   stop_manager(f);
-  nc_ops_free(f->ops);
-  nc_events_free(f->events);
-  nc_metrics_free(f->metrics);
-  nc_store_close(f->store);
-  fake_hv_destroy(&f->hv);
+  nct_world_fini(&f->w);
   pthread_mutex_destroy(&f->disk_mu);
-  nct_rmtree(f->dir);
   free(f);
   return 0;
 }
@@ -178,7 +136,7 @@ static void wait_state(struct fx *f, const char *name, const char *want, int tim
 /* Waits for an operation to finish; checks its status; returns it. */
 static json_t *wait_op(struct fx *f, const char *id, const char *want_status) {
   json_t *op = NULL;
-  EXPECT_RC(nc_ops_get_json(f->ops, id, 5000, &op), 0);
+  EXPECT_RC(nc_ops_get_json(f->w.ops, id, 5000, &op), 0);
   if (!op || strcmp(jstr(op, "status"), want_status) != 0) {
     char *t = json_dumps(op, 0);
     fail_msg("operation %s: %s, want status %s", id, t, want_status);
@@ -331,7 +289,7 @@ static void check_and_stop(struct fx *f) {
   }
   json_decref(l);
   stop_manager(f);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.handles), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.handles), 0);
 }
 
 /* Every event published since `after`, as "type:detail" words. */
@@ -339,7 +297,7 @@ static void events_text(struct fx *f, uint64_t after, char *out, size_t len) {
   out[0] = '\0';
   char *type, *text;
   uint64_t seq, missed;
-  while (nc_events_wait(f->events, after, 0, &type, &text, &seq, &missed) == 0) {
+  while (nc_events_wait(f->w.events, after, 0, &type, &text, &seq, &missed) == 0) {
     after = seq;
     json_t *j = json_loads(text, 0, NULL);
     size_t o = strlen(out);
@@ -358,7 +316,7 @@ static void events_text(struct fx *f, uint64_t after, char *out, size_t len) {
 
 static void test_create_start_running(void **state) {
   struct fx *f = *state;
-  uint64_t ev0 = nc_events_last(f->events);
+  uint64_t ev0 = nc_events_last(f->w.events);
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f,
@@ -388,19 +346,19 @@ static void test_create_start_running(void **state) {
   EXPECT_I64(json_integer_value(json_object_get(vm, "pid")), 4001);
   EXPECT_TRUE(json_is_null(json_object_get(vm, "operation")));
   char want[400];
-  snprintf(want, sizeof want, "%s/vms/web-1/serial.sock", f->data_dir);
+  snprintf(want, sizeof want, "%s/vms/web-1/serial.sock", f->w.data_dir);
   EXPECT_STR(jstr(json_object_get(vm, "console"), "socket"), want);
   json_decref(vm);
   expect_history(f, "web-1", "defined>starting starting>running");
 
   /* What the driver was asked to run. */
-  struct fake_proc *p = fake_hv_proc(&f->hv, "web-1");
+  struct fake_proc *p = fake_hv_proc(&f->w.hv, "web-1");
   assert_non_null(p);
   EXPECT_I64(p->vcpus, 2);
   EXPECT_U64(p->memory_bytes, 512ULL << 20);
-  EXPECT_STR(p->kernel, f->kernel);
+  EXPECT_STR(p->kernel, f->w.kernel);
   EXPECT_STR(p->cmdline, "console=ttyS0 quiet");
-  snprintf(want, sizeof want, "%s/vms/web-1/disk.qcow2", f->data_dir);
+  snprintf(want, sizeof want, "%s/vms/web-1/disk.qcow2", f->w.data_dir);
   EXPECT_STR(p->disk, want);
   EXPECT_TRUE(access(want, F_OK) == 0); /* the overlay was made */
   EXPECT_TRUE(p->nic_user);
@@ -413,14 +371,14 @@ static void test_create_start_running(void **state) {
 
   /* Recorded in the store too. */
   struct nc_kv kv;
-  EXPECT_RC(nc_store_get(f->store, "/nc/vms/web-1", &kv), 0);
+  EXPECT_RC(nc_store_get(f->w.store, "/nc/vms/web-1", &kv), 0);
   json_t *rec = json_loadb(kv.value, kv.value_len, 0, NULL);
   EXPECT_STR(jstr(rec, "state"), "running");
   json_decref(rec);
   nc_kv_free(&kv);
 
   char *metrics;
-  EXPECT_RC(nc_metrics_render(f->metrics, &metrics, NULL), 0);
+  EXPECT_RC(nc_metrics_render(f->w.metrics, &metrics, NULL), 0);
   EXPECT_CONTAINS(metrics,
                   "novacron_vm_transitions_total{from=\"defined\",to=\"starting\"} 1\n");
   EXPECT_CONTAINS(metrics, "novacron_vms{state=\"running\"} 1\n");
@@ -439,7 +397,7 @@ static void test_create_without_start(void **state) {
   EXPECT_STR(jstr(json_object_get(out, "vm"), "desired_state"), "stopped");
   EXPECT_TRUE(json_is_null(json_object_get(json_object_get(out, "vm"), "pid")));
   json_decref(out);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.launches), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.launches), 0);
   act_ok(f, "db", NC_ACT_START, NULL, "succeeded");
   wait_state(f, "db", "running", 2000);
   check_and_stop(f);
@@ -450,11 +408,11 @@ static void test_pause_resume_reboot(void **state) {
   running_vm(f, "w");
   act_ok(f, "w", NC_ACT_PAUSE, NULL, "succeeded");
   EXPECT_STR(vm_field(f, "w", "state"), "paused");
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_PAUSED);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_PAUSED);
   act_ok(f, "w", NC_ACT_RESUME, NULL, "succeeded");
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_RUNNING);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_RUNNING);
   act_ok(f, "w", NC_ACT_REBOOT, NULL, "succeeded");
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.reboots), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.reboots), 1);
   expect_history(f, "w", "defined>starting starting>running running>paused paused>running");
   check_and_stop(f);
 }
@@ -468,18 +426,18 @@ static void test_stop(void **state) {
   EXPECT_STR(jstr(vm, "desired_state"), "stopped");
   EXPECT_TRUE(json_is_null(json_object_get(vm, "pid")));
   json_decref(vm);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.shutdowns), 1);
-  EXPECT_I64(f->hv.last_shutdown_timeout_ms, 5000);
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_GONE);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.shutdowns), 1);
+  EXPECT_I64(f->w.hv.last_shutdown_timeout_ms, 5000);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_GONE);
   expect_history(f, "w", "defined>starting starting>running running>stopping stopping>stopped");
 
   /* Start again, then a forced stop kills without asking the guest. */
   act_ok(f, "w", NC_ACT_START, NULL, "succeeded");
-  int kills = fake_hv_count(&f->hv, &f->hv.kills);
+  int kills = fake_hv_count(&f->w.hv, &f->w.hv.kills);
   act_ok(f, "w", NC_ACT_STOP, "{\"force\": true}", "succeeded");
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.shutdowns), 1);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.kills), kills + 1);
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_GONE);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.shutdowns), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.kills), kills + 1);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_GONE);
   EXPECT_STR(vm_field(f, "w", "state_reason"), "stopped (forced)");
   check_and_stop(f);
 }
@@ -507,18 +465,18 @@ static void test_stop_body_validation(void **state) {
 static void test_delete(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
-  uint64_t ev0 = nc_events_last(f->events);
+  uint64_t ev0 = nc_events_last(f->w.events);
   act_ok(f, "w", NC_ACT_DELETE, NULL, "succeeded");
   json_t *out = NULL;
   struct nc_errinfo err = {0};
   int rc = nc_vmm_get(f->vmm, "w", &out, &err);
   expect_err(rc, &err, 404, "not_found", "\"w\"");
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_GONE);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_GONE);
   char dir[400];
-  snprintf(dir, sizeof dir, "%s/vms/w", f->data_dir);
+  snprintf(dir, sizeof dir, "%s/vms/w", f->w.data_dir);
   EXPECT_TRUE(access(dir, F_OK) != 0);
   struct nc_kv kv;
-  EXPECT_RC(nc_store_get(f->store, "/nc/vms/w", &kv), -ENOENT);
+  EXPECT_RC(nc_store_get(f->w.store, "/nc/vms/w", &kv), -ENOENT);
   char ev[1000];
   events_text(f, ev0, ev, sizeof ev);
   EXPECT_CONTAINS(ev, "vm.deleted:w");
@@ -590,7 +548,7 @@ static void test_action_refuses_actions_with_own_calls(void **state) {
     int rc = act(f, "w", own[i], NULL, id, &err);
     if (rc == 0) {
       json_t *op = NULL;
-      nc_ops_get_json(f->ops, id, 5000, &op);
+      nc_ops_get_json(f->w.ops, id, 5000, &op);
       char *t = json_dumps(op, JSON_COMPACT);
       print_error("nc_vmm_action(%s) was accepted: %s\n", nc_vm_action_name(own[i]), t);
       free(t);
@@ -598,9 +556,9 @@ static void test_action_refuses_actions_with_own_calls(void **state) {
     }
     EXPECT_TRUE(rc != 0);
   }
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_saves), 0);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_loads), 0);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_deletes), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_saves), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_loads), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_deletes), 0);
   json_t *out = NULL;
   struct nc_errinfo err = {0};
   EXPECT_RC(nc_vmm_snapshot_list(f->vmm, "w", &out, &err), 0);
@@ -634,14 +592,14 @@ static void test_wrong_state_is_409_with_hint(void **state) {
 
 static void test_busy_vm_refuses_second_op(void **state) {
   struct fx *f = *state;
-  fake_hv_close_gate(&f->hv);
+  fake_hv_close_gate(&f->w.hv);
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f, "{\"name\":\"w\",\"image\":\"img\",\"start\":true}", &out, &err), 0);
   char id[32];
   op_id(out, id, sizeof id);
   json_decref(out);
-  EXPECT_TRUE(fake_hv_wait_launching(&f->hv, 1, 5000));
+  EXPECT_TRUE(fake_hv_wait_launching(&f->w.hv, 1, 5000));
   json_t *vm = vm_get(f, "w");
   EXPECT_STR(jstr(vm, "state"), "starting");
   EXPECT_STR(jstr(vm, "operation"), id);
@@ -652,7 +610,7 @@ static void test_busy_vm_refuses_second_op(void **state) {
     expect_err(rc, &err, 409, "conflict", id);
     EXPECT_CONTAINS(err.message, "busy");
   }
-  fake_hv_open_gate(&f->hv);
+  fake_hv_open_gate(&f->w.hv);
   json_decref(wait_op(f, id, "succeeded"));
   act_ok(f, "w", NC_ACT_PAUSE, NULL, "succeeded");
   check_and_stop(f);
@@ -660,16 +618,16 @@ static void test_busy_vm_refuses_second_op(void **state) {
 
 static void test_cancel_start(void **state) {
   struct fx *f = *state;
-  fake_hv_close_gate(&f->hv);
+  fake_hv_close_gate(&f->w.hv);
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f, "{\"name\":\"w\",\"image\":\"img\",\"start\":true}", &out, &err), 0);
   char id[32];
   op_id(out, id, sizeof id);
   json_decref(out);
-  EXPECT_TRUE(fake_hv_wait_launching(&f->hv, 1, 5000));
-  EXPECT_RC(nc_ops_cancel(f->ops, id, NULL), 0);
-  fake_hv_open_gate(&f->hv);
+  EXPECT_TRUE(fake_hv_wait_launching(&f->w.hv, 1, 5000));
+  EXPECT_RC(nc_ops_cancel(f->w.ops, id, NULL), 0);
+  fake_hv_open_gate(&f->w.hv);
   json_t *op = wait_op(f, id, "cancelled");
   json_decref(op);
   json_t *vm = vm_get(f, "w");
@@ -677,7 +635,7 @@ static void test_cancel_start(void **state) {
   EXPECT_STR(jstr(vm, "state_reason"), "start cancelled");
   EXPECT_STR(jstr(vm, "desired_state"), "stopped");
   json_decref(vm);
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_GONE);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_GONE);
 
   /* Only start is cancellable; other operations answer the API's 409. */
   char id2[32];
@@ -689,14 +647,14 @@ static void test_cancel_start(void **state) {
   op = wait_op(f, id2, "succeeded");
   EXPECT_TRUE(json_is_false(json_object_get(op, "cancellable")));
   json_decref(op);
-  EXPECT_RC(nc_ops_cancel(f->ops, id2, NULL), NC_E_CONFLICT);
+  EXPECT_RC(nc_ops_cancel(f->w.ops, id2, NULL), NC_E_CONFLICT);
   check_and_stop(f);
 }
 
 static void test_reconciler_marks_dead_vm_failed(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
-  fake_hv_set_state(&f->hv, "w", NC_HV_GONE);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_GONE);
   wait_state(f, "w", "failed", 3000);
   json_t *vm = vm_get(f, "w");
   EXPECT_CONTAINS(jstr(vm, "state_reason"), "exited unexpectedly");
@@ -712,13 +670,13 @@ static void test_reconciler_marks_dead_vm_failed(void **state) {
 static void test_guest_power_off_is_stopped(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
-  fake_hv_set_state(&f->hv, "w", NC_HV_SHUTDOWN);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_SHUTDOWN);
   wait_state(f, "w", "stopped", 3000);
   json_t *vm = vm_get(f, "w");
   EXPECT_CONTAINS(jstr(vm, "state_reason"), "powered itself off");
   EXPECT_STR(jstr(vm, "desired_state"), "stopped");
   json_decref(vm);
-  EXPECT_I64(fake_hv_state(&f->hv, "w"), NC_HV_GONE); /* the QEMU left behind is ended */
+  EXPECT_I64(fake_hv_state(&f->w.hv, "w"), NC_HV_GONE); /* the QEMU left behind is ended */
   expect_history(f, "w", "defined>starting starting>running running>stopped");
   check_and_stop(f);
 }
@@ -726,18 +684,18 @@ static void test_guest_power_off_is_stopped(void **state) {
 static void test_paused_outside_is_recorded(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
-  fake_hv_set_state(&f->hv, "w", NC_HV_PAUSED);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_PAUSED);
   wait_state(f, "w", "paused", 3000);
   EXPECT_CONTAINS(vm_field(f, "w", "state_reason"), "outside novacron");
-  fake_hv_set_state(&f->hv, "w", NC_HV_RUNNING);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_RUNNING);
   wait_state(f, "w", "running", 3000);
   check_and_stop(f);
 }
 
 static void test_launch_failure(void **state) {
   struct fx *f = *state;
-  f->hv.launch_rc = NC_E_HV;
-  f->hv.launch_log = "qemu-system-x86_64: -drive file=disk.qcow2: Permission denied\n";
+  f->w.hv.launch_rc = NC_E_HV;
+  f->w.hv.launch_log = "qemu-system-x86_64: -drive file=disk.qcow2: Permission denied\n";
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f, "{\"name\":\"w\",\"image\":\"img\",\"start\":true}", &out, &err), 0);
@@ -756,7 +714,7 @@ static void test_launch_failure(void **state) {
   json_decref(vm);
   expect_history(f, "w", "defined>starting starting>failed");
   /* Fixed: start works from failed. */
-  f->hv.launch_rc = 0;
+  f->w.hv.launch_rc = 0;
   act_ok(f, "w", NC_ACT_START, NULL, "succeeded");
   check_and_stop(f);
 }
@@ -772,10 +730,10 @@ static void test_overlay_failure(void **state) {
   json_decref(out);
   json_t *op = wait_op(f, id, "failed");
   EXPECT_STR(jstr(json_object_get(op, "error"), "code"), "disk_error");
-  EXPECT_CONTAINS(jstr(json_object_get(op, "error"), "message"), f->base_disk);
+  EXPECT_CONTAINS(jstr(json_object_get(op, "error"), "message"), f->w.base_disk);
   json_decref(op);
   EXPECT_STR(vm_field(f, "w", "state"), "failed");
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.launches), 0);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.launches), 0);
   check_and_stop(f);
 }
 
@@ -785,11 +743,11 @@ static void test_overlay_failure(void **state) {
 static void test_stop_failed_vm(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
-  fake_hv_set_state(&f->hv, "w", NC_HV_GONE);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_GONE);
   wait_state(f, "w", "failed", 3000);
 
   char logpath[300];
-  snprintf(logpath, sizeof logpath, "%s/stderr.txt", f->dir);
+  snprintf(logpath, sizeof logpath, "%s/stderr.txt", f->w.dir);
   fflush(stderr);
   int saved = dup(2);
   int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -836,21 +794,21 @@ static void test_restart_readopts_running_vm(void **state) {
   running_vm(f, "b");
   act_ok(f, "b", NC_ACT_PAUSE, NULL, "succeeded");
   stop_manager(f);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.handles), 0);
-  EXPECT_I64(fake_hv_state(&f->hv, "a"), NC_HV_RUNNING); /* the manager never kills */
-  int adopts = f->hv.adopts;
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.handles), 0);
+  EXPECT_I64(fake_hv_state(&f->w.hv, "a"), NC_HV_RUNNING); /* the manager never kills */
+  int adopts = f->w.hv.adopts;
 
   start_manager(f);
-  EXPECT_TRUE(f->hv.adopts >= adopts + 2);
+  EXPECT_TRUE(f->w.hv.adopts >= adopts + 2);
   json_t *vm = vm_get(f, "a");
   EXPECT_STR(jstr(vm, "state"), "running");
-  EXPECT_I64(json_integer_value(json_object_get(vm, "pid")), fake_hv_proc(&f->hv, "a")->pid);
+  EXPECT_I64(json_integer_value(json_object_get(vm, "pid")), fake_hv_proc(&f->w.hv, "a")->pid);
   json_decref(vm);
   EXPECT_STR(vm_field(f, "b", "state"), "paused");
   expect_history(f, "a", "defined>starting starting>running");
   /* The adopted handle works. */
   act_ok(f, "a", NC_ACT_STOP, NULL, "succeeded");
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.shutdowns), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.shutdowns), 1);
   act_ok(f, "b", NC_ACT_RESUME, NULL, "succeeded");
   check_and_stop(f);
 }
@@ -863,7 +821,7 @@ static void test_restart_with_dead_process_is_failed(void **state) {
   EXPECT_RC(create(f, "{\"name\":\"idle\",\"image\":\"img\"}", &out, &err), 0);
   json_decref(out);
   stop_manager(f);
-  fake_hv_set_state(&f->hv, "w", NC_HV_GONE);
+  fake_hv_set_state(&f->w.hv, "w", NC_HV_GONE);
   start_manager(f);
   json_t *vm = vm_get(f, "w");
   EXPECT_STR(jstr(vm, "state"), "failed");
@@ -890,7 +848,7 @@ static void test_snapshots(void **state) {
   EXPECT_STR(jstr(json_array_get(snaps, 0), "name"), "s1");
   EXPECT_TRUE(json_is_string(json_object_get(json_array_get(snaps, 0), "created_at")));
   json_decref(out);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_saves), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_saves), 1);
 
   expect_err(nc_vmm_snapshot_create(f->vmm, "w", body, &out, &err), &err, 409, "conflict",
              "already has");
@@ -908,7 +866,7 @@ static void test_snapshots(void **state) {
   op_id(out, id, sizeof id);
   json_decref(out);
   json_decref(wait_op(f, id, "succeeded"));
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_loads), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_loads), 1);
   expect_err(nc_vmm_snapshot_restore(f->vmm, "w", "nope", &out, &err), &err, 404, "not_found",
              "\"nope\"");
 
@@ -919,7 +877,7 @@ static void test_snapshots(void **state) {
   EXPECT_RC(nc_vmm_snapshot_list(f->vmm, "w", &out, &err), 0);
   EXPECT_I64(json_array_size(json_object_get(out, "snapshots")), 0);
   json_decref(out);
-  EXPECT_I64(fake_hv_count(&f->hv, &f->hv.snap_deletes), 1);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.snap_deletes), 1);
 
   /* A stopped VM has no QEMU to take one. */
   act_ok(f, "w", NC_ACT_STOP, NULL, "succeeded");
@@ -948,7 +906,7 @@ static void test_clone(void **state) {
   EXPECT_STR(jstr(vm, "image"), "img");
   json_decref(vm);
   char disk[400];
-  snprintf(disk, sizeof disk, "%s/vms/copy/disk.qcow2", f->data_dir);
+  snprintf(disk, sizeof disk, "%s/vms/copy/disk.qcow2", f->w.data_dir);
   char *d = nct_read_file(disk);
   EXPECT_STR(d, ""); /* a copy of the (empty) fake overlay */
   free(d);
@@ -970,17 +928,17 @@ static void test_too_many_operations(void **state) {
   stop_manager(f);
   f->max_running_ops = 1;
   start_manager(f);
-  fake_hv_close_gate(&f->hv);
+  fake_hv_close_gate(&f->w.hv);
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f, "{\"name\":\"a\",\"image\":\"img\",\"start\":true}", &out, &err), 0);
   json_decref(out);
-  EXPECT_TRUE(fake_hv_wait_launching(&f->hv, 1, 5000));
+  EXPECT_TRUE(fake_hv_wait_launching(&f->w.hv, 1, 5000));
   EXPECT_RC(create(f, "{\"name\":\"b\",\"image\":\"img\"}", &out, &err), 0);
   json_decref(out);
   int rc = act(f, "b", NC_ACT_START, NULL, NULL, &err);
   expect_err(rc, &err, 503, "unavailable", "retry");
-  fake_hv_open_gate(&f->hv);
+  fake_hv_open_gate(&f->w.hv);
   wait_state(f, "a", "running", 3000);
   check_and_stop(f);
 }
