@@ -17,48 +17,8 @@
 
 #include <cmocka.h>
 
-#define check_contains(hay, needle)                                                             \
-  do {                                                                                          \
-    const char *h_ = (hay) ? (hay) : "";                                                        \
-    if (strstr(h_, (needle)) == NULL)                                                           \
-      fail_msg("expected %s to contain \"%s\"; it is:\n%s", #hay, (needle), h_);                \
-  } while (0)
+#include "checks.h"
 
-#define check_rc(h, want)                                                                       \
-  do {                                                                                          \
-    if ((h)->rc != (want))                                                                      \
-      fail_msg("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", (h)->rc, (want),             \
-               (h)->out ? (h)->out : "", (h)->err ? (h)->err : "");                              \
-  } while (0)
-
-static void check_body(const struct fake_req *r, const char *want) {
-  if (want == NULL) {
-    if (r->body != NULL)
-      fail_msg("%s %s: want no body, got %s", r->method, r->path, r->body);
-    return;
-  }
-  if (r->body == NULL)
-    fail_msg("%s %s: want body %s, got none", r->method, r->path, want);
-  json_t *a = json_loads(r->body, 0, NULL), *b = json_loads(want, 0, NULL);
-  assert_non_null(b);
-  if (a == NULL || !json_equal(a, b))
-    fail_msg("%s %s: body %s, want %s", r->method, r->path, r->body, want);
-  json_decref(a);
-  json_decref(b);
-}
-
-static int setup(void **state) {
-  struct harness *h = malloc(sizeof *h);
-  h_init(h);
-  *state = h;
-  return 0;
-}
-
-static int teardown(void **state) {
-  h_free(*state);
-  free(*state);
-  return 0;
-}
 
 /* ---- usage errors: exit 2, a message naming the problem, nothing sent ---- */
 
@@ -739,39 +699,39 @@ static void test_op_cancel(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_usage_errors, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_usage_error_prints_usage_line, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_requests, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_create_start_waits, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_wait_shows_progress_on_tty, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_no_wait_prints_id, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_create_without_start, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_failed, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_cancelled, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_wait_timeout, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_show_wait, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_json_output_after_wait, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_server_error_message, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_server_error_json_mode, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unauthorized_hint, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_endpoint_from_env, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_too_big_and_garbage, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_vm_list_table, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_vm_list_empty, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_list_table, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_vm_show, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_table_sanitizes_server_strings, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_node_show, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_snapshots_and_images, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_image_register_paths, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_console_log, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_console_no_socket, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_events, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_events_json, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_events_http_error, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_help_and_version, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_op_cancel, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_usage_errors, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_usage_error_prints_usage_line, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_requests, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_create_start_waits, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_shows_progress_on_tty, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_no_wait_prints_id, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_create_without_start, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_failed, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_cancelled, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_wait_timeout, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_show_wait, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_json_output_after_wait, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_server_error_message, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_server_error_json_mode, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_unauthorized_hint, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_unreachable, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_endpoint_from_env, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_too_big_and_garbage, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_vm_list_table, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_vm_list_empty, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_list_table, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_vm_show, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_table_sanitizes_server_strings, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_node_show, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_snapshots_and_images, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_image_register_paths, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_console_log, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_console_no_socket, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_events, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_events_json, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_events_http_error, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_help_and_version, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_op_cancel, h_setup, h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

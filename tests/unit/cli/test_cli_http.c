@@ -22,12 +22,8 @@
 
 #include <cmocka.h>
 
-#define check_contains(hay, needle)                                                             \
-  do {                                                                                          \
-    const char *h_ = (hay) ? (hay) : "";                                                        \
-    if (strstr(h_, (needle)) == NULL)                                                           \
-      fail_msg("expected %s to contain \"%s\"; it is:\n%s", #hay, (needle), h_);                \
-  } while (0)
+#include "checks.h"
+
 
 #define MAX_SEEN 16
 

@@ -17,43 +17,8 @@
 
 #include <cmocka.h>
 
-#define check_contains(hay, needle)                                                             \
-  do {                                                                                          \
-    const char *h_ = (hay) ? (hay) : "";                                                        \
-    if (strstr(h_, (needle)) == NULL)                                                           \
-      fail_msg("expected %s to contain \"%s\"; it is:\n%s", #hay, (needle), h_);                \
-  } while (0)
+#include "checks.h"
 
-#define check_rc(h, want)                                                                       \
-  do {                                                                                          \
-    if ((h)->rc != (want))                                                                      \
-      fail_msg("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", (h)->rc, (want),             \
-               (h)->out ? (h)->out : "", (h)->err ? (h)->err : "");                              \
-  } while (0)
-
-static void check_body(const struct fake_req *r, const char *want) {
-  if (r->body == NULL)
-    fail_msg("%s %s: want body %s, got none", r->method, r->path, want);
-  json_t *a = json_loads(r->body, 0, NULL), *b = json_loads(want, 0, NULL);
-  assert_non_null(b);
-  if (a == NULL || !json_equal(a, b))
-    fail_msg("%s %s: body %s, want %s", r->method, r->path, r->body, want);
-  json_decref(a);
-  json_decref(b);
-}
-
-static int setup(void **state) {
-  struct harness *h = malloc(sizeof *h);
-  h_init(h);
-  *state = h;
-  return 0;
-}
-
-static int teardown(void **state) {
-  h_free(*state);
-  free(*state);
-  return 0;
-}
 
 /* A token file in a fresh temporary directory; unlinked by the caller. */
 static void token_file(char *path, size_t n, const char *content) {
@@ -519,25 +484,25 @@ static void test_help(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_usage_errors, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_token_file_errors, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_requests, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_global_token_is_not_the_destination_token, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_waits_and_prints_summary, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_progress_block_on_tty, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_progress_sanitized, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_summary_without_message, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_failed, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_cancelled, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_timeout_keeps_it_running, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_no_wait, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_json_after_wait, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_server_refuses, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_answer_without_operation, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_help, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_usage_errors, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_token_file_errors, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_requests, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_token_file, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_global_token_is_not_the_destination_token,
+                                      h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_waits_and_prints_summary, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_progress_block_on_tty, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_progress_sanitized, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_summary_without_message, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_failed, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_cancelled, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_timeout_keeps_it_running, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_no_wait, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_json_after_wait, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_server_refuses, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_answer_without_operation, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_unreachable, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_help, h_setup, h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
