@@ -30,12 +30,6 @@ struct fx {
   bool ready; /* what the readiness callback answers */
 };
 
-static int fake_overlay(void *data, const char *base, const char *overlay) {
-  (void)data;
-  (void)base;
-  return nct_write_file(overlay, "");
-}
-
 static json_t *readiness(void *data) {
   struct fx *f = data;
   return json_pack("{s:b, s:[{s:s, s:s}]}", "ready", f->ready, "components", "name", "store",
@@ -53,7 +47,7 @@ static int setup(void **state) {
       .node_name = "api-node",
       .store = f->w.store,
       .hv = &f->w.hv.base,
-      .disk = {1, f, fake_overlay},
+      .disk = nct_world_disk_ops(&f->w),
       .clock = &f->w.clock.clock,
       .rand = &f->w.rand.r,
       .metrics = f->w.metrics,

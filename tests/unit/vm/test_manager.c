@@ -21,29 +21,9 @@
 
 struct fx {
   struct nct_world w;
-  pthread_mutex_t disk_mu;
-  int overlays;
-  int overlay_rc;
   int max_running_ops;
   struct nc_vmm *vmm;
 };
-
-static int fake_overlay(void *data, const char *base, const char *overlay) {
-  struct fx *f = data;
-  pthread_mutex_lock(&f->disk_mu);
-  int rc = f->overlay_rc;
-  f->overlays++;
-  pthread_mutex_unlock(&f->disk_mu);
-  if (rc)
-    return rc;
-  if (access(base, R_OK) != 0)
-    return -errno;
-  int fd = open(overlay, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return -errno;
-  close(fd);
-  return 0;
-}
 
 static void start_manager(struct fx *f) {
   struct nc_vmm_config c = {
@@ -51,7 +31,7 @@ static void start_manager(struct fx *f) {
       .node_name = "test-node",
       .store = f->w.store,
       .hv = &f->w.hv.base,
-      .disk = {1, f, fake_overlay},
+      .disk = nct_world_disk_ops(&f->w),
       .clock = &f->w.clock.clock,
       .rand = &f->w.rand.r,
       .metrics = f->w.metrics,
@@ -70,7 +50,6 @@ static int setup(void **state) {
   struct fx *f = calloc(1, sizeof *f);
   if (!f || nct_world_init(&f->w, "vmm", 7, "console=ttyS0") != 0)
     return -1;
-  pthread_mutex_init(&f->disk_mu, NULL);
   *state = f;
   start_manager(f);
   return 0;
@@ -86,7 +65,6 @@ static int teardown(void **state) {
   struct fx *f = *state;
   stop_manager(f);
   nct_world_fini(&f->w);
-  pthread_mutex_destroy(&f->disk_mu);
   free(f);
   return 0;
 }
@@ -362,7 +340,7 @@ static void test_create_start_running(void **state) {
   EXPECT_STR(p->disk, want);
   EXPECT_TRUE(access(want, F_OK) == 0); /* the overlay was made */
   EXPECT_TRUE(p->nic_user);
-  EXPECT_I64(f->overlays, 1);
+  EXPECT_I64(f->w.overlays, 1);
 
   char ev[2000];
   events_text(f, ev0, ev, sizeof ev);
@@ -721,7 +699,7 @@ static void test_launch_failure(void **state) {
 
 static void test_overlay_failure(void **state) {
   struct fx *f = *state;
-  f->overlay_rc = -ENOSPC;
+  f->w.overlay_rc = -ENOSPC;
   json_t *out;
   struct nc_errinfo err;
   EXPECT_RC(create(f, "{\"name\":\"w\",\"image\":\"img\",\"start\":true}", &out, &err), 0);

@@ -1,7 +1,10 @@
 #include "vm_world.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vm/image.h"
 
@@ -17,6 +20,7 @@ int nct_world_init(struct nct_world *w, const char *tag, uint64_t seed, const ch
     return -1;
   nc_clock_manual_init(&w->clock, 0);
   nct_rand_init(&w->rand, seed);
+  pthread_mutex_init(&w->disk_mu, NULL);
   fake_hv_init(&w->hv);
   if (nc_store_open(w->uri, &w->clock.clock, &w->store) || nc_events_new(&w->events) ||
       nc_ops_new(w->store, &w->clock.clock, &w->rand.r, w->events, &w->ops) ||
@@ -43,5 +47,27 @@ void nct_world_fini(struct nct_world *w) {
   nc_metrics_free(w->metrics);
   nc_store_close(w->store);
   fake_hv_destroy(&w->hv);
+  pthread_mutex_destroy(&w->disk_mu);
   nct_rmtree(w->dir);
+}
+
+static int overlay(void *data, const char *base, const char *path) {
+  struct nct_world *w = data;
+  pthread_mutex_lock(&w->disk_mu);
+  int rc = w->overlay_rc;
+  w->overlays++;
+  pthread_mutex_unlock(&w->disk_mu);
+  if (rc)
+    return rc;
+  if (access(base, R_OK) != 0)
+    return -errno;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -errno;
+  close(fd);
+  return 0;
+}
+
+struct nc_vmm_disk_ops nct_world_disk_ops(struct nct_world *w) {
+  return (struct nc_vmm_disk_ops){1, w, overlay};
 }

@@ -12,7 +12,10 @@
 #include "store/store.h"
 #include "util/clock.h"
 #include "vm/events.h"
+#include "vm/manager.h"
 #include "vm/ops.h"
+
+#include <pthread.h>
 
 struct nct_world {
   char dir[128];
@@ -27,7 +30,15 @@ struct nct_world {
   struct nc_ops *ops;
   struct nc_metrics *metrics;
   struct fake_hv hv;
+  /* The disk overlay op (nct_world_disk_ops): counts calls, fails with
+   * overlay_rc when set, else creates an empty overlay file. */
+  pthread_mutex_t disk_mu;
+  int overlays;
+  int overlay_rc;
 };
+
+/* A struct nc_vmm_disk_ops over w. */
+struct nc_vmm_disk_ops nct_world_disk_ops(struct nct_world *w);
 
 /* tag names the temp directory; cmdline (may be NULL) is the image's. 0 or
  * -1 with a line on stderr. */
