@@ -115,6 +115,15 @@ struct nc_store_event {
  * outlive the store.
  * On success *out belongs to the caller; free with nc_store_close(). */
 int nc_store_open(const char *uri, struct nc_clock *clock, struct nc_store **out);
+/* A view of base under a key prefix (1..256 bytes, "/nodes/n1" say):
+ * every key the caller names is read and written as prefix+key, and keys
+ * coming back (ranges, watch events) lose the prefix again, so code written
+ * for a store of its own can share one with others. Revisions, leases and
+ * compaction are base's, shared with its other users. A prefixed key longer
+ * than NC_STORE_KEY_MAX is NC_E_TOOBIG. With own_base, closing the view
+ * closes base; otherwise base must outlive the view and its watches. */
+int nc_store_view(struct nc_store *base, const char *prefix, bool own_base,
+                  struct nc_store **out);
 /* Accepts NULL. Watches still open fail with -ESHUTDOWN from then on (a
  * blocked nc_store_watch_next returns at once, which is how a daemon stops
  * its watcher threads) and must still be closed; the store's memory lives
