@@ -48,7 +48,12 @@
 /* Bytes of etcd's log quoted into an error. */
 #define LOG_TAIL_BYTES 300
 #define ARGV_MAX 24
-#define ADD_ATTEMPTS 3
+/* How long add and remove retry while etcd refuses a membership change
+ * for a passing reason: with --strict-reconfig-check (the default) etcd
+ * 3.4 answers "unhealthy cluster" until every voter has been connected for
+ * 5 s (etcdserver.HealthInterval), e.g. right after the previous join. */
+#define RECONFIG_RETRY_MS 20000
+#define RECONFIG_POLL_MS 250
 
 /* ---- small helpers ---- */
 
@@ -533,10 +538,18 @@ int nc_etcd_member_add(const char *endpoints, const char *name, const char *peer
 
   char why[512] = "";
   int rc = 0;
-  for (int attempt = 0; attempt < ADD_ATTEMPTS; attempt++) {
+  int64_t deadline = now_ms() + RECONFIG_RETRY_MS;
+  for (int attempt = 0;; attempt++) {
+    if (attempt > 0) {
+      if (left_ms(deadline) == 0)
+        break;
+      nc__proc_sleep_ms(RECONFIG_POLL_MS);
+    }
     struct member *ms = NULL;
     int n = 0;
     rc = list_members(eps, neps, &ms, &n, why, sizeof why);
+    if (rc == NC_E_UNAVAIL || rc == -ETIMEDOUT)
+      continue;
     if (rc < 0)
       return call_failed(err, rc, "listing the cluster's members", endpoints, why);
     const struct member *mine = NULL;
@@ -586,11 +599,13 @@ int nc_etcd_member_add(const char *endpoints, const char *name, const char *peer
                   "another host is joining the cluster right now (%s); retry once "
                   "it has finished, or remove its unstarted member",
                   why);
-    if (rc < 0 && rc != -EEXIST && rc != -ETIMEDOUT)
+    if (rc < 0 && rc != -EEXIST && rc != -ETIMEDOUT && rc != NC_E_UNAVAIL)
       return call_failed(err, rc, "adding the member", endpoints, why);
-    nc_info(COMPONENT, "added member \"%s\" at %s as a learner", name, peer_url);
-    /* Listed again on the next pass, which also settles an add whose
-     * answer was lost. */
+    if (rc == 0)
+      nc_info(COMPONENT, "added member \"%s\" at %s as a learner", name, peer_url);
+    /* Listed again on the next pass, which returns the initial cluster,
+     * and also settles an add whose answer was lost (-ETIMEDOUT) or that
+     * raced with another (-EEXIST). */
   }
   return call_failed(err, rc < 0 ? rc : -ETIMEDOUT, "adding the member", endpoints,
                      why[0] ? why : "the new member did not show up in the member list");
@@ -679,27 +694,46 @@ int nc_etcd_member_remove(const char *endpoints, const char *who, struct nc_erri
   if (neps < 0)
     return neps;
   char why[512] = "";
-  struct member *ms = NULL;
-  int n = 0;
-  int rc = list_members(eps, neps, &ms, &n, why, sizeof why);
-  if (rc < 0)
-    return call_failed(err, rc, "listing the cluster's members", endpoints, why);
-  const struct member *m = find_member(ms, n, who);
-  uint64_t id = m ? m->id : 0;
-  free(ms);
-  if (!m)
-    return fail(err, -ENOENT, 404, "not_found", "name",
-                "the cluster has no member \"%s\" (a member that never started "
-                "has no name yet: give its peer URL)",
-                who);
-  json_t *req = id_request(id), *resp = NULL;
-  if (!req)
-    return -ENOMEM;
-  rc = cluster_call(eps, neps, "/v3/cluster/member/remove", req, &resp, why, sizeof why);
-  json_decref(req);
-  json_decref(resp);
-  if (rc < 0)
-    return call_failed(err, rc, "removing the member", endpoints, why);
+  int rc = 0;
+  bool maybe_removed = false; /* an earlier attempt's answer was lost */
+  int64_t deadline = now_ms() + RECONFIG_RETRY_MS;
+  uint64_t id = 0;
+  for (int attempt = 0;; attempt++) {
+    if (attempt > 0) {
+      if (left_ms(deadline) == 0)
+        return call_failed(err, rc, "removing the member", endpoints, why);
+      nc__proc_sleep_ms(RECONFIG_POLL_MS);
+    }
+    struct member *ms = NULL;
+    int n = 0;
+    rc = list_members(eps, neps, &ms, &n, why, sizeof why);
+    if (rc == NC_E_UNAVAIL || rc == -ETIMEDOUT)
+      continue;
+    if (rc < 0)
+      return call_failed(err, rc, "listing the cluster's members", endpoints, why);
+    const struct member *m = find_member(ms, n, who);
+    id = m ? m->id : 0;
+    free(ms);
+    if (!m && maybe_removed)
+      break;
+    if (!m)
+      return fail(err, -ENOENT, 404, "not_found", "name",
+                  "the cluster has no member \"%s\" (a member that never started "
+                  "has no name yet: give its peer URL)",
+                  who);
+    json_t *req = id_request(id), *resp = NULL;
+    if (!req)
+      return -ENOMEM;
+    rc = cluster_call(eps, neps, "/v3/cluster/member/remove", req, &resp, why, sizeof why);
+    json_decref(req);
+    json_decref(resp);
+    if (rc == 0 || rc == -ENOENT) /* -ENOENT: removed meanwhile */
+      break;
+    if (rc == -ETIMEDOUT)
+      maybe_removed = true;
+    else if (rc != NC_E_UNAVAIL)
+      return call_failed(err, rc, "removing the member", endpoints, why);
+  }
   nc_info(COMPONENT, "removed member \"%s\" (id %" PRIx64 ")", who, id);
   return 0;
 }

@@ -188,8 +188,11 @@ const char *nc_etcd_member_client_url(struct nc_etcd_member *m);
  * same string comes back. NC_E_CONFLICT when name is taken by a member at
  * another peer URL, or peer_url by a started member of another name
  * (remove the stale member first), or when another join is in progress
- * (etcd allows one learner). On success *initial_cluster_out is the
- * caller's (free). */
+ * (etcd allows one learner). While etcd refuses the change for a passing
+ * reason ("unhealthy cluster": etcd 3.4 wants every voter connected for
+ * 5 s first, so right after the previous join), it retries for up to 20 s,
+ * then fails with NC_E_UNAVAIL. -ECONNREFUSED when no endpoint answers.
+ * On success *initial_cluster_out is the caller's (free). */
 int nc_etcd_member_add(const char *endpoints, const char *name, const char *peer_url,
                        char **initial_cluster_out, struct nc_errinfo *err);
 
@@ -200,9 +203,12 @@ int nc_etcd_member_promote(const char *endpoints, const char *peer_url, int time
                            struct nc_errinfo *err);
 
 /* Removes the member called who (its name, or its peer URL: a member that
- * never started has no name yet). -ENOENT when there is none. Removing a
- * member of a 2-member cluster whose other member is down is refused by
- * etcd (no quorum): NC_E_UNAVAIL. */
+ * never started has no name yet). -ENOENT when there is none. Retries
+ * passing refusals as add does; a removal that would leave the cluster
+ * without a quorum of started members is refused by etcd, and after 20 s
+ * of that this returns NC_E_UNAVAIL. Stop the member's etcd first: a
+ * removed member's etcd exits on its own, and its supervisor would keep
+ * restarting it. */
 int nc_etcd_member_remove(const char *endpoints, const char *who, struct nc_errinfo *err);
 
 #endif
