@@ -61,6 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dwcp/tls.h"
 #include "util/err.h"
 
 #define DEFAULT_STREAMS 4
@@ -314,6 +315,7 @@ struct conn {
   struct nc_amst *a;
   int idx;
   int fd;
+  struct nc_tls_conn *tls; /* NULL: plain TCP */
   pthread_t tx, rx;
   bool tx_started, rx_started;
   int64_t last_tx_ms;
@@ -328,6 +330,7 @@ struct nc_amst {
   pthread_cond_t cv_tx, cv_space, cv_app, cv_rwin;
   struct nc_amst_config cfg;
   int n;
+  char tls_desc[64]; /* "TLSv1.3 <cipher>", "" for plain TCP */
   struct conn c[NC_AMST_STREAMS_MAX];
   int err;        /* first fatal error; 0 while healthy */
   bool peer_gone; /* the peer finished (FIN received) and left */
@@ -452,9 +455,13 @@ static void discard_ready_locked(struct nc_amst *a) {
     note_delivered_locked(a);
 }
 
-/* Writes the iovecs fully. Blocking socket; abort wakes it via shutdown.
- * A dead peer surfaces through TCP_USER_TIMEOUT (-ETIMEDOUT). */
-static int write_all(int fd, struct iovec *iov, int n) {
+/* Writes the iovecs fully. Blocking socket (TLS: non-blocking, waiting
+ * in poll); abort wakes it via shutdown. A dead peer surfaces through
+ * TCP_USER_TIMEOUT (-ETIMEDOUT). */
+static int write_all(struct conn *c, struct iovec *iov, int n) {
+  if (c->tls)
+    return nc_tls_writev(c->tls, iov, n);
+  int fd = c->fd;
   while (n > 0) {
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
     ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
@@ -533,7 +540,7 @@ static void *tx_main(void *arg) {
     bytes += batch_bytes;
     pthread_mutex_unlock(&a->mu);
 
-    int rc = write_all(c->fd, iov, niov);
+    int rc = write_all(c, iov, niov);
     for (int i = 0; i < nframes; i++)
       free(batch[i]);
 
@@ -548,6 +555,21 @@ static void *tx_main(void *arg) {
   }
   pthread_mutex_unlock(&a->mu);
   return NULL;
+}
+
+/* One read: >0 bytes, 0 EOF, -ETIMEDOUT after io_timeout_ms of silence
+ * (plain: SO_RCVTIMEO; TLS: nc_tls_read's own wait), or another -errno. */
+static ssize_t conn_recv(struct conn *c, void *buf, size_t n) {
+  if (c->tls)
+    return nc_tls_read(c->tls, buf, n, c->a->cfg.io_timeout_ms);
+  for (;;) {
+    ssize_t r = recv(c->fd, buf, n, 0);
+    if (r >= 0)
+      return r;
+    if (errno == EINTR)
+      continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+  }
 }
 
 /* Reads exactly n bytes. 0, EOF_CLEAN (the peer closed before the first
@@ -570,17 +592,12 @@ static int rd_exact(struct conn *c, void *dst, size_t n, bool at_boundary) {
       continue;
     }
     bool direct = n >= RBUF_BYTES / 2;
-    ssize_t r = recv(c->fd, direct ? (void *)d : (void *)c->rbuf, direct ? n : RBUF_BYTES, 0);
+    ssize_t r = conn_recv(c, direct ? (void *)d : (void *)c->rbuf, direct ? n : RBUF_BYTES);
     c->partial = got_any || !at_boundary;
     if (r == 0)
       return c->partial ? -ECONNRESET : EOF_CLEAN;
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return -ETIMEDOUT;
-      return -errno;
-    }
+    if (r < 0)
+      return (int)r;
     got_any = true;
     if (direct) {
       d += r;
@@ -786,8 +803,10 @@ static void free_session(struct nc_amst *a) {
     f = next;
   }
   nc__amst_rx_free(&a->rx);
-  for (int i = 0; i < a->n; i++)
+  for (int i = 0; i < a->n; i++) {
     free(a->c[i].rbuf);
+    nc_tls_conn_free(a->c[i].tls);
+  }
   pthread_cond_destroy(&a->cv_tx);
   pthread_cond_destroy(&a->cv_space);
   pthread_cond_destroy(&a->cv_app);
@@ -806,15 +825,19 @@ static void join_threads(struct nc_amst *a) {
   }
 }
 
-/* Takes the n handshaken sockets (closed on failure too) and starts the
- * session's threads. */
-static int session_start(int *fds, int n, const struct nc_amst_config *cfg,
-                         uint64_t peer_send_window_bytes, struct nc_amst **out) {
+/* Takes the n handshaken sockets and their TLS connections (tls NULL:
+ * plain; all closed and freed on failure too) and starts the session's
+ * threads. */
+static int session_start(int *fds, struct nc_tls_conn **tls, int n,
+                         const struct nc_amst_config *cfg, uint64_t peer_send_window_bytes,
+                         struct nc_amst **out) {
   int rc = 0;
   struct nc_amst *a = calloc(1, sizeof *a);
   if (!a) {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+      nc_tls_conn_free(tls ? tls[i] : NULL);
       close(fds[i]);
+    }
     return -ENOMEM;
   }
   a->cfg = *cfg;
@@ -837,13 +860,17 @@ static int session_start(int *fds, int n, const struct nc_amst_config *cfg,
     c->a = a;
     c->idx = i;
     c->fd = fds[i];
+    c->tls = tls ? tls[i] : NULL;
     c->last_tx_ms = now;
     c->rbuf = malloc(RBUF_BYTES);
     if (!c->rbuf && rc == 0)
       rc = -ENOMEM;
-    if (rc == 0)
+    if (rc == 0 && !c->tls) /* TLS stays non-blocking: nc_tls_* wait in poll */
       rc = set_session_mode(c->fd, cfg);
   }
+  if (n > 0 && a->c[0].tls)
+    snprintf(a->tls_desc, sizeof a->tls_desc, "%s %s", nc_tls_version(a->c[0].tls),
+             nc_tls_cipher(a->c[0].tls));
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 512u << 10);
@@ -949,33 +976,77 @@ void nc_amst_listener_close(struct nc_amst_listener *l) {
 
 struct pending {
   int fd;
+  struct nc_tls_conn *tls; /* NULL: plain TCP */
+  bool hs_done;            /* TLS handshake complete */
+  short events;            /* what the next step waits for */
   size_t got;
   int64_t since_ms;
   uint8_t buf[HELLO_FRAME_LEN];
 };
 
-/* Reads what the pending connection has of its HELLO. 1: complete HELLO,
- * 0: more to come, <0: refuse it (closed, garbage, not a HELLO). */
-static int pending_read(struct pending *p, struct hello *h) {
-  ssize_t r = recv(p->fd, p->buf + p->got, sizeof p->buf - p->got, 0);
-  if (r == 0)
-    return -ECONNRESET;
-  if (r < 0)
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
-  p->got += (size_t)r;
-  if (p->got >= NC_AMST_HEADER_LEN) {
-    struct nc_amst_header hd;
-    if (nc_amst_parse_header(p->buf, &hd) != 0 || hd.type != NC_AMST_TYPE_HELLO)
-      return NC_E_PROTO; /* refuse early; never wait for a garbage length */
+/* One non-blocking read: >0 bytes, 0 EOF, -EAGAIN nothing yet, -errno. */
+static ssize_t recv_nb(int fd, struct nc_tls_conn *tls, void *buf, size_t n) {
+  if (tls)
+    return nc_tls_read(tls, buf, n, 0);
+  for (;;) {
+    ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+    if (r >= 0)
+      return r;
+    if (errno != EINTR)
+      return errno == EWOULDBLOCK ? -EAGAIN : -errno;
   }
-  if (p->got < sizeof p->buf)
-    return 0;
+}
+
+/* Advances the pending connection: its TLS handshake, then its HELLO.
+ * 1: complete HELLO, 0: more to come (p->events says what to wait for),
+ * <0: refuse it (closed, garbage, not TLS, not a HELLO, the wrong
+ * certificate). */
+static int pending_read(struct pending *p, struct hello *h) {
+  if (p->tls && !p->hs_done) {
+    int r = nc_tls_handshake_step(p->tls);
+    if (r < 0)
+      return r;
+    if (r > 0) {
+      p->events = (short)r;
+      return 0;
+    }
+    p->hs_done = true;
+  }
+  p->events = POLLIN;
+  while (p->got < sizeof p->buf) {
+    /* TLS may hold decrypted bytes poll cannot see: read until EAGAIN. */
+    ssize_t r = recv_nb(p->fd, p->tls, p->buf + p->got, sizeof p->buf - p->got);
+    if (r == -EAGAIN)
+      return 0;
+    if (r == 0)
+      return -ECONNRESET;
+    if (r < 0)
+      return (int)r;
+    p->got += (size_t)r;
+    if (p->got >= NC_AMST_HEADER_LEN) {
+      struct nc_amst_header hd;
+      if (nc_amst_parse_header(p->buf, &hd) != 0 || hd.type != NC_AMST_TYPE_HELLO)
+        return NC_E_PROTO; /* refuse early; never wait for a garbage length */
+    }
+  }
   return get_hello(p->buf, h) == 0 ? 1 : NC_E_PROTO;
 }
 
 static void pending_drop(struct pending *pend, int *npend, int i) {
+  nc_tls_conn_free(pend[i].tls);
   close(pend[i].fd);
   pend[i] = pend[--*npend];
+}
+
+/* Writes a small buffer (a HELLO) within timeout_ms. */
+static int send_small(int fd, struct nc_tls_conn *tls, const void *buf, size_t n,
+                      int timeout_ms) {
+  if (tls)
+    return nc_tls_write(tls, buf, n); /* an empty socket buffer takes it at once */
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  if (poll(&p, 1, timeout_ms) != 1 || send(fd, buf, n, MSG_NOSIGNAL) != (ssize_t)n)
+    return -ECONNRESET;
+  return 0;
 }
 
 int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_in,
@@ -987,6 +1058,7 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
   struct pending pend[PENDING_MAX];
   int npend = 0, count = 0, matched = 0;
   int fds[NC_AMST_STREAMS_MAX];
+  struct nc_tls_conn *tls[NC_AMST_STREAMS_MAX] = {0};
   uint64_t peer_window = 0;
   for (int i = 0; i < NC_AMST_STREAMS_MAX; i++)
     fds[i] = -1;
@@ -1005,7 +1077,7 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
     struct pollfd pfd[PENDING_MAX + 1];
     pfd[0] = (struct pollfd){.fd = l->fd, .events = POLLIN};
     for (int i = 0; i < npend; i++)
-      pfd[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
+      pfd[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = pend[i].events};
     int pr = poll(pfd, (nfds_t)npend + 1, wait > INT_MAX ? INT_MAX : (int)wait);
     if (pr < 0) {
       if (errno == EINTR)
@@ -1029,6 +1101,7 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
       count = h.count;
       peer_window = h.send_window_bytes;
       fds[h.index] = pend[i].fd;
+      tls[h.index] = pend[i].tls;
       matched++;
       pend[i] = pend[--npend];
     }
@@ -1044,7 +1117,13 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
               oldest = i;
           pending_drop(pend, &npend, oldest);
         }
-        pend[npend++] = (struct pending){.fd = fd, .since_ms = now_ms()};
+        struct nc_tls_conn *t = NULL;
+        if (cfg.tls && nc_tls_conn_new(cfg.tls, fd, true, cfg.tls_peer_fp, &t) != 0) {
+          close(fd);
+          continue;
+        }
+        pend[npend++] = (struct pending){.fd = fd, .tls = t, .events = POLLIN,
+                                         .since_ms = now_ms()};
       }
     }
   }
@@ -1053,22 +1132,26 @@ int nc_amst_accept(struct nc_amst_listener *l, const struct nc_amst_config *cfg_
     set_sock_opts(fds[i], &cfg);
     uint8_t hb[HELLO_FRAME_LEN];
     put_hello(hb, session_id, i, count, cfg.send_window_bytes);
-    struct pollfd p = {.fd = fds[i], .events = POLLOUT};
-    if (poll(&p, 1, cfg.connect_timeout_ms) != 1 ||
-        send(fds[i], hb, sizeof hb, MSG_NOSIGNAL) != (ssize_t)sizeof hb) {
+    if (send_small(fds[i], tls[i], hb, sizeof hb, cfg.connect_timeout_ms) != 0) {
       rc = -ECONNRESET;
       goto out;
     }
   }
-  rc = session_start(fds, count, &cfg, peer_window, out);
-  for (int i = 0; i < NC_AMST_STREAMS_MAX; i++)
+  rc = session_start(fds, cfg.tls ? tls : NULL, count, &cfg, peer_window, out);
+  for (int i = 0; i < NC_AMST_STREAMS_MAX; i++) {
     fds[i] = -1; /* session_start took them */
+    tls[i] = NULL;
+  }
 out:
-  for (int i = 0; i < npend; i++)
+  for (int i = 0; i < npend; i++) {
+    nc_tls_conn_free(pend[i].tls);
     close(pend[i].fd);
-  for (int i = 0; i < NC_AMST_STREAMS_MAX; i++)
+  }
+  for (int i = 0; i < NC_AMST_STREAMS_MAX; i++) {
+    nc_tls_conn_free(tls[i]);
     if (fds[i] >= 0)
       close(fds[i]);
+  }
   return rc;
 }
 
@@ -1105,13 +1188,45 @@ static int connect_one(const struct addrinfo *res, const struct nc_amst_config *
   return rc;
 }
 
+/* TLS handshakes on all n connections at once (one round trip, not n). */
+static int handshake_all(struct nc_tls_conn **tls, const int *fds, int n, int64_t deadline) {
+  bool done[NC_AMST_STREAMS_MAX] = {0};
+  for (int left = n; left > 0;) {
+    struct pollfd pfd[NC_AMST_STREAMS_MAX];
+    int np = 0;
+    for (int i = 0; i < n; i++) {
+      if (done[i])
+        continue;
+      int r = nc_tls_handshake_step(tls[i]);
+      if (r < 0)
+        return r;
+      if (r == 0) {
+        done[i] = true;
+        left--;
+        continue;
+      }
+      pfd[np++] = (struct pollfd){.fd = fds[i], .events = (short)r};
+    }
+    if (left == 0)
+      break;
+    int64_t wait = deadline - now_ms();
+    if (wait <= 0)
+      return -ETIMEDOUT;
+    if (poll(pfd, (nfds_t)np, (int)(wait < NC_TLS_POLL_SLICE_MS ? wait : NC_TLS_POLL_SLICE_MS)) <
+            0 &&
+        errno != EINTR)
+      return -errno;
+  }
+  return 0;
+}
+
 int nc_amst_connect(const struct nc_amst_config *cfg_in, const char *host, int port,
                     const uint8_t session_id[16], struct nc_amst **out) {
   struct nc_amst_config cfg;
   int rc = norm_config(cfg_in, &cfg);
   if (rc != 0)
     return rc;
-  if (!host || port <= 0 || port > 65535)
+  if (!host || port <= 0 || port > 65535 || (cfg.tls && !cfg.tls_peer_fp))
     return NC_E_INVALID;
   char portstr[8];
   snprintf(portstr, sizeof portstr, "%d", port);
@@ -1121,6 +1236,7 @@ int nc_amst_connect(const struct nc_amst_config *cfg_in, const char *host, int p
   if (getaddrinfo(host, portstr, &hints, &res) != 0)
     return NC_E_INVALID;
   int n = cfg.streams, fds[NC_AMST_STREAMS_MAX];
+  struct nc_tls_conn *tls[NC_AMST_STREAMS_MAX] = {0};
   size_t got[NC_AMST_STREAMS_MAX] = {0};
   uint8_t reply[NC_AMST_STREAMS_MAX][HELLO_FRAME_LEN];
   uint64_t peer_window = 0;
@@ -1130,11 +1246,17 @@ int nc_amst_connect(const struct nc_amst_config *cfg_in, const char *host, int p
 
   for (int i = 0; i < n; i++) {
     rc = connect_one(res, &cfg, deadline, &fds[i]);
+    if (rc == 0 && cfg.tls)
+      rc = nc_tls_conn_new(cfg.tls, fds[i], false, cfg.tls_peer_fp, &tls[i]);
     if (rc != 0)
       goto out;
+  }
+  if (cfg.tls && (rc = handshake_all(tls, fds, n, deadline)) != 0)
+    goto out;
+  for (int i = 0; i < n; i++) {
     uint8_t hb[HELLO_FRAME_LEN];
     put_hello(hb, session_id, i, n, cfg.send_window_bytes);
-    if (send(fds[i], hb, sizeof hb, MSG_NOSIGNAL) != (ssize_t)sizeof hb) {
+    if (send_small(fds[i], tls[i], hb, sizeof hb, cfg.connect_timeout_ms) != 0) {
       rc = -ECONNRESET;
       goto out;
     }
@@ -1143,12 +1265,33 @@ int nc_amst_connect(const struct nc_amst_config *cfg_in, const char *host, int p
    * HELLO's bytes: session data may follow right behind it. */
   for (int done = 0; done < n;) {
     struct pollfd pfd[NC_AMST_STREAMS_MAX];
-    int map[NC_AMST_STREAMS_MAX], np = 0;
-    for (int i = 0; i < n; i++)
-      if (got[i] < HELLO_FRAME_LEN) {
-        pfd[np] = (struct pollfd){.fd = fds[i], .events = POLLIN};
-        map[np++] = i;
+    int np = 0;
+    for (int i = 0; i < n; i++) {
+      while (got[i] < HELLO_FRAME_LEN) { /* TLS may hold bytes poll cannot see */
+        ssize_t r = recv_nb(fds[i], tls[i], reply[i] + got[i], HELLO_FRAME_LEN - got[i]);
+        if (r == -EAGAIN)
+          break;
+        if (r <= 0) { /* the acceptor closed it: wrong id, or not accepting */
+          rc = r == 0 || r == -ECONNRESET ? -ECONNREFUSED : (int)r;
+          goto out;
+        }
+        got[i] += (size_t)r;
+        if (got[i] < HELLO_FRAME_LEN)
+          continue;
+        struct hello h;
+        if (get_hello(reply[i], &h) != 0 || !id_equal(h.id, session_id) || h.index != i ||
+            h.count != n) {
+          rc = NC_E_PROTO;
+          goto out;
+        }
+        peer_window = h.send_window_bytes;
+        done++;
       }
+      if (got[i] < HELLO_FRAME_LEN)
+        pfd[np++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    }
+    if (done == n)
+      break;
     int64_t wait = deadline - now_ms();
     int pr = wait > 0 ? poll(pfd, (nfds_t)np, (int)wait) : 0;
     if (pr < 0 && errno == EINTR)
@@ -1157,38 +1300,19 @@ int nc_amst_connect(const struct nc_amst_config *cfg_in, const char *host, int p
       rc = pr == 0 ? -ETIMEDOUT : -errno;
       goto out;
     }
-    for (int k = 0; k < np; k++) {
-      if (!pfd[k].revents)
-        continue;
-      int i = map[k];
-      ssize_t r = recv(fds[i], reply[i] + got[i], HELLO_FRAME_LEN - got[i], 0);
-      if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        continue;
-      if (r <= 0) { /* the acceptor closed it: wrong id, or not accepting */
-        rc = r == 0 || errno == ECONNRESET ? -ECONNREFUSED : -errno;
-        goto out;
-      }
-      got[i] += (size_t)r;
-      if (got[i] < HELLO_FRAME_LEN)
-        continue;
-      struct hello h;
-      if (get_hello(reply[i], &h) != 0 || !id_equal(h.id, session_id) || h.index != i ||
-          h.count != n) {
-        rc = NC_E_PROTO;
-        goto out;
-      }
-      peer_window = h.send_window_bytes;
-      done++;
-    }
   }
-  rc = session_start(fds, n, &cfg, peer_window, out);
-  for (int i = 0; i < n; i++)
+  rc = session_start(fds, cfg.tls ? tls : NULL, n, &cfg, peer_window, out);
+  for (int i = 0; i < n; i++) {
     fds[i] = -1;
+    tls[i] = NULL;
+  }
 out:
   freeaddrinfo(res);
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
+    nc_tls_conn_free(tls[i]);
     if (fds[i] >= 0)
       close(fds[i]);
+  }
   return rc;
 }
 
@@ -1335,6 +1459,7 @@ void nc_amst_stats(struct nc_amst *a, struct nc_amst_stats *out) {
   out->acks_sent = a->acks_sent;
   out->acks_recv = a->acks_recv;
   out->recv_buffered_bytes = a->rx.buffered_bytes;
+  snprintf(out->tls, sizeof out->tls, "%s", a->tls_desc);
   for (int i = 0; i < a->n; i++) {
     out->s[i] = a->c[i].st;
     out->bytes_sent += a->c[i].st.bytes_sent;

@@ -43,14 +43,32 @@
  *
  * Failure model: a lost connection fails the whole session (frames are
  * not re-sent over another connection); the caller retries the migration.
- * TLS 1.3 would wrap each connection's byte stream (an SSL per fd, set up
- * after TCP connect/accept and before HELLO); it is not implemented.
+ *
+ * TLS (cfg.tls set, on both ends): every connection runs a TLS 1.3
+ * handshake (dwcp/tls.h) right after TCP connect/accept, before HELLO, and
+ * everything above, HELLO included, travels inside it. Both sides present
+ * their node certificate; the connector must pin the acceptor's
+ * fingerprint (cfg.tls_peer_fp), the acceptor may pin the connector's.
+ * The connector's handshakes run in parallel, one round trip in all. A
+ * connection whose handshake fails (not TLS, the wrong certificate) is
+ * refused like one with a bad HELLO; nc_amst_connect returns
+ * -EKEYREJECTED when the acceptor's certificate is not the pinned one. A
+ * TLS end and a plain end never form a session.
  *
  * Threads: each session runs one sender and one receiver thread per
  * connection. The calls below are thread-safe, except nc_amst_close which
  * must be the last call. Because acknowledgements travel in-band behind
  * data, an application that sends in both directions must keep receiving
- * (in another thread) while it sends, as with a plain TCP socket. */
+ * (in another thread) while it sends, as with a plain TCP socket.
+ * With TLS, a connection's sender and receiver share one SSL object. It
+ * is never used by both at once: the socket is non-blocking, each SSL
+ * call runs under a per-connection mutex, and a call that would block
+ * (WANT_READ or WANT_WRITE, from a read or a write alike, e.g. a read
+ * that must answer a KeyUpdate) drops the mutex and waits in poll(), so
+ * the other thread is never held up by a wait (tls.h has the details).
+ * Back-pressure is unchanged: a sender still blocks until its frame is
+ * in the kernel, a receiver still reads a payload only once the window
+ * admits it, and a connection silent for io_timeout_ms still fails. */
 #ifndef NC_DWCP_AMST_H
 #define NC_DWCP_AMST_H
 
@@ -75,6 +93,7 @@
 
 struct nc_amst;
 struct nc_amst_listener;
+struct nc_tls;
 
 /* A zero field means its default. */
 struct nc_amst_config {
@@ -86,6 +105,11 @@ struct nc_amst_config {
   int io_timeout_ms;         /* a connection silent this long is dead; default 15000 */
   bool bbr;                  /* TCP_CONGESTION bbr where available */
   size_t sock_buf_bytes;     /* SO_SNDBUF and SO_RCVBUF; 0: kernel autotuning */
+  struct nc_tls *tls;        /* this node's TLS identity; NULL: plain TCP.
+                                Borrowed: must outlive the session */
+  const uint8_t *tls_peer_fp; /* NC_TLS_FP_LEN bytes: the peer's pinned
+                                 certificate fingerprint; required to connect
+                                 with tls, optional to accept (NULL: any) */
 };
 
 struct nc_amst_stream_stats {
@@ -101,6 +125,7 @@ struct nc_amst_stats {
   uint64_t msgs_sent, msgs_recv;   /* admitted by nc_amst_send / delivered by nc_amst_recv */
   uint64_t acks_sent, acks_recv;
   uint64_t recv_buffered_bytes;    /* received, not yet delivered */
+  char tls[64];                    /* "TLSv1.3 TLS_AES_128_GCM_SHA256"; "" without TLS */
   struct nc_amst_stream_stats s[NC_AMST_STREAMS_MAX];
 };
 
