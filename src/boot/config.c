@@ -39,6 +39,7 @@ void nc_config_defaults(struct nc_config *cfg) {
   cfg->reconcile_interval_ms = 1000;
   cfg->kvm_probe_timeout_ms = 8000;
   cfg->page_cache_bytes = 512ULL << 20;
+  snprintf(cfg->dwcp_tls, sizeof cfg->dwcp_tls, "auto");
 }
 
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port) {
@@ -185,6 +186,14 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       return -EINVAL;
     }
     snprintf(cfg->dwcp_host, sizeof cfg->dwcp_host, "%s", value);
+  } else if (strcmp(key, "dwcp_tls") == 0) {
+    if (strcmp(value, "auto") != 0 && strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+      snprintf(err, err_len,
+               "dwcp_tls \"%s\" must be auto (TLS 1.3 unless both ends are loopback), on or off",
+               vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->dwcp_tls, sizeof cfg->dwcp_tls, "%s", value);
   } else if (strcmp(key, "page_cache_bytes") == 0) {
     uint64_t v = 0;
     if (strcmp(value, "0") != 0 && nc_size_parse(value, &v) != 0) {
@@ -196,7 +205,7 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
     snprintf(err, err_len,
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
              "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms, "
-             "cluster_token_file, dwcp_host, page_cache_bytes, store)",
+             "cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, store)",
              kex);
     return -EINVAL;
   }

@@ -30,6 +30,7 @@ struct nc_config {
   int kvm_probe_timeout_ms;
   char cluster_token_file[NC_CONFIG_VALUE_MAX + 1]; /* "" = none */
   char dwcp_host[64];        /* "" = the listen address, or 127.0.0.1 */
+  char dwcp_tls[8];          /* "auto" (TLS unless loopback), "on", "off" */
   uint64_t page_cache_bytes; /* 0 = no page cache */
   char store[NC_CONFIG_VALUE_MAX + 1]; /* "" = sqlite:<data_dir>/state.db */
 };

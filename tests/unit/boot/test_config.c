@@ -25,6 +25,7 @@ static void test_defaults(void **state) {
   EXPECT_I64(c.stop_timeout_s, 30);
   EXPECT_I64(c.reconcile_interval_ms, 1000);
   EXPECT_I64(c.kvm_probe_timeout_ms, 8000);
+  EXPECT_STR(c.dwcp_tls, "auto");
   /* the node name is the host name folded into a DNS label */
   EXPECT_TRUE(c.node_name[0] != '\0');
   EXPECT_I64(strspn(c.node_name, "abcdefghijklmnopqrstuvwxyz0123456789-"), strlen(c.node_name));
@@ -74,6 +75,15 @@ static void test_every_key(void **state) {
   EXPECT_I64(c.kvm_probe_timeout_ms, 500);
   EXPECT_STR(c.log_level, "error");
   EXPECT_STR(c.listen_host, ""); /* "listen =" turns TCP off again */
+
+  rc = parse(&c, "dwcp_tls = off\n", err, sizeof err);
+  if (rc)
+    fail_msg("parse failed: %s", err);
+  EXPECT_STR(c.dwcp_tls, "off");
+  rc = parse(&c, "dwcp_tls = on\n", err, sizeof err);
+  if (rc)
+    fail_msg("parse failed: %s", err);
+  EXPECT_STR(c.dwcp_tls, "on");
 }
 
 static void test_whitespace_comments_quotes(void **state) {
@@ -146,6 +156,8 @@ static void test_bad_values(void **state) {
       {"log_level = INFO\n", 1, "log_level"},
       {"accel = hvf\n", 1, "auto, tcg or kvm"},
       {"accel =\n", 1, "accel"},
+      {"dwcp_tls = yes\n", 1, "auto (TLS 1.3 unless both ends are loopback), on or off"},
+      {"dwcp_tls =\n", 1, "dwcp_tls"},
       {"stop_timeout_s = 0\n", 1, "stop_timeout_s"},
       {"stop_timeout_s = 3601\n", 1, "1 to 3600"},
       {"stop_timeout_s = 10s\n", 1, "stop_timeout_s"},
