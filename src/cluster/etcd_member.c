@@ -664,9 +664,9 @@ int nc_etcd_member_promote(const char *endpoints, const char *peer_url, int time
       json_decref(resp);
       if (rc == 0 || rc == NC_E_CONFLICT) /* conflict: already a voter */
         return 0;
-      if (rc != -EAGAIN && rc != NC_E_UNAVAIL && rc != -ETIMEDOUT && rc != -ECONNREFUSED)
+      if (rc != -EAGAIN && rc != NC_E_UNAVAIL && rc != -ETIMEDOUT)
         return call_failed(err, rc, "promoting the member", endpoints, why);
-    } else if (rc != NC_E_UNAVAIL && rc != -ETIMEDOUT && rc != -ECONNREFUSED) {
+    } else if (rc != NC_E_UNAVAIL && rc != -ETIMEDOUT) {
       return call_failed(err, rc, "listing the cluster's members", endpoints, why);
     }
     if (left_ms(deadline) == 0)
@@ -1200,6 +1200,37 @@ out:
   return NULL;
 }
 
+/* Once the member that bootstrapped a new cluster has served, its saved
+ * state becomes "existing". etcd ignores the state while its data exists;
+ * should the data be lost, "existing" makes etcd refuse to start (no
+ * peer to fetch the cluster from) instead of bootstrapping a second,
+ * empty cluster under the same name. Only the file changes: the running
+ * supervisor's flags stay as they were, which is equivalent while the
+ * data exists. */
+static void settle_new(struct nc_etcd_member *m) {
+  pthread_mutex_lock(&m->mu);
+  bool todo = m->s.state == NC_ETCD_STATE_NEW;
+  pthread_mutex_unlock(&m->mu);
+  if (!todo)
+    return;
+  char *wal = path_in(m->dir, ETCD_DATA "/member/wal");
+  bool have_data = access(wal, F_OK) == 0;
+  free(wal);
+  if (!have_data)
+    return;
+  struct saved s = m->s;
+  s.state = NC_ETCD_STATE_EXISTING;
+  int rc = save_config(m->dir, &s);
+  if (rc < 0) {
+    nc_warn(COMPONENT, "member \"%s\": cannot record that the cluster exists in %s/%s: %s",
+            m->s.name, m->dir, SAVED_FILE, nc_strerror(rc));
+    return;
+  }
+  pthread_mutex_lock(&m->mu);
+  m->s.state = NC_ETCD_STATE_EXISTING;
+  pthread_mutex_unlock(&m->mu);
+}
+
 static void member_free(struct nc_etcd_member *m) {
   if (!m)
     return;
@@ -1344,6 +1375,7 @@ int nc_etcd_member_start(const struct nc_etcd_member_config *cfg, struct nc_etcd
     rc = wait_healthy(m, t, true, err);
     if (rc < 0)
       goto fail;
+    settle_new(m);
   }
   rc = pthread_create(&m->thread, NULL, supervise, m);
   if (rc != 0) {
@@ -1365,7 +1397,10 @@ fail:
 }
 
 int nc_etcd_member_wait_healthy(struct nc_etcd_member *m, int timeout_ms, struct nc_errinfo *err) {
-  return wait_healthy(m, timeout_ms, false, err);
+  int rc = wait_healthy(m, timeout_ms, false, err);
+  if (rc == 0)
+    settle_new(m);
+  return rc;
 }
 
 void nc_etcd_member_stop(struct nc_etcd_member *m, bool kill_member) {

@@ -34,7 +34,10 @@
  *    "initial_cluster_state":"new"|"existing", "cluster_token":"...",
  *    "quota_backend_bytes":2147483648}
  * Once D/data holds a member, etcd ignores initial_cluster, its state and
- * token: a restarted novacrond just runs etcd with the same flags.
+ * token: a restarted novacrond just runs etcd with the same flags. After
+ * a "new" member first answers healthy, its saved state becomes
+ * "existing", so a member whose data was lost refuses to start rather
+ * than bootstrap a second, empty cluster.
  *
  * How the daemon calls this (not wired yet):
  *
@@ -198,7 +201,8 @@ int nc_etcd_member_add(const char *endpoints, const char *name, const char *peer
 
 /* Promotes the learner at peer_url to a voting member, retrying while etcd
  * says it has not caught up, for up to timeout_ms. 0 when it is (or
- * already was) a voter, -ENOENT when no member has peer_url, -ETIMEDOUT. */
+ * already was) a voter, -ENOENT when no member has peer_url,
+ * -ECONNREFUSED when no endpoint answers, -ETIMEDOUT. */
 int nc_etcd_member_promote(const char *endpoints, const char *peer_url, int timeout_ms,
                            struct nc_errinfo *err);
 

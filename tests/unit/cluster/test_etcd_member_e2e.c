@@ -8,14 +8,14 @@
  * The steps share one cluster and run in order; after a failed step the
  * later ones are skipped. Every wait is bounded by a generous deadline
  * (the machine is a loaded 2-core box); no sleep is an assertion. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -257,6 +257,12 @@ static void test_init(void **state) {
   count_members(W.client[0], NULL, &n, &voters);
   EXPECT_I64(n, 1);
   EXPECT_I64(voters, 1);
+  /* Bootstrapped: a start after data loss must not bootstrap again. */
+  char path[256];
+  snprintf(path, sizeof path, "%s/member.json", W.mdir[0]);
+  char *saved = nct_read_file(path);
+  EXPECT_CONTAINS(saved, "\"initial_cluster_state\": \"existing\"");
+  free(saved);
   step_done();
 }
 
