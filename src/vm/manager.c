@@ -1248,12 +1248,17 @@ json_t *nc_vmm_node_json(struct nc_vmm *vmm) {
   json_t *by = json_object();
   for (int s = 0; s < NC_VM__COUNT; s++)
     json_object_set_new(by, nc_vm_state_name((enum nc_vm_state)s), json_integer(counts[s]));
-  return json_pack("{s:s, s:s, s:s, s:{s:I, s:o}, s:{s:I, s:I}, s:{s:I, s:I}}", "name",
-                   vmm->cfg.node_name, "accel", accel_name(accel), "data_dir",
-                   vmm->cfg.data_dir, "vms", "total", (json_int_t)total, "by_state", by,
-                   "capacity", "vcpus", (json_int_t)cpus, "memory_bytes",
-                   (json_int_t)((int64_t)si.totalram * si.mem_unit), "allocated", "vcpus",
-                   (json_int_t)vcpus, "memory_bytes", (json_int_t)mem);
+  json_t *j = json_pack("{s:s, s:s, s:s, s:{s:I, s:o}, s:{s:I, s:I}, s:{s:I, s:I}}", "name",
+                        vmm->cfg.node_name, "accel", accel_name(accel), "data_dir",
+                        vmm->cfg.data_dir, "vms", "total", (json_int_t)total, "by_state", by,
+                        "capacity", "vcpus", (json_int_t)cpus, "memory_bytes",
+                        (json_int_t)((int64_t)si.totalram * si.mem_unit), "allocated", "vcpus",
+                        (json_int_t)vcpus, "memory_bytes", (json_int_t)mem);
+  if (j && vmm->cfg.dwcp_tls)
+    json_object_set_new(j, "dwcp",
+                        json_pack("{s:s, s:s?}", "tls", vmm->cfg.dwcp_tls, "fingerprint",
+                                  vmm->cfg.dwcp_fingerprint));
+  return j;
 }
 
 void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel) {

@@ -50,6 +50,10 @@ struct nc_vmm_config {
   int reconcile_interval_ms; /* default 1000 */
   int stop_timeout_ms;       /* default 30000: ACPI grace before quit */
   int max_running_ops;       /* default 32 */
+  /* Shown in the node summary as "dwcp": {"tls", "fingerprint"} (the SHA-256
+   * of this node's DWCP certificate, which peers pin); NULL: left out. */
+  const char *dwcp_tls;
+  const char *dwcp_fingerprint;
 };
 
 /* The config's pointers must outlive the manager. */
@@ -90,7 +94,8 @@ int nc_vmm_clone(struct nc_vmm *vmm, const char *name, json_t *body, json_t **ou
 /* Path of the serial log of a VM (for the console tail route). */
 int nc_vmm_console_log_path(struct nc_vmm *vmm, const char *name, char *out, size_t len,
                             struct nc_errinfo *err);
-/* Node summary: capacity, allocation, VMs by state. New reference. */
+/* Node summary: capacity, allocation, VMs by state, DWCP identity. New
+ * reference. */
 json_t *nc_vmm_node_json(struct nc_vmm *vmm);
 
 /* ---- external operations ------------------------------------------------
