@@ -33,6 +33,7 @@
 #include "vm/ops.h"
 #ifdef NC_WITH_MIGRATE
 #include "dwcp/hde.h"
+#include "dwcp/tls.h"
 #include "migrate/migrate.h"
 #endif
 
@@ -57,6 +58,8 @@ struct daemon {
 #ifdef NC_WITH_MIGRATE
   struct nc_pcache *pcache;
   struct nc_migrate *migrate;
+  struct nc_tls *tls; /* the node's DWCP identity */
+  char tls_fp[NC_TLS_FP_HEX_LEN + 1];
 #endif
   pthread_t probe_thread;
   bool probe_running;
@@ -275,6 +278,28 @@ static void s_hv(void *ctx) {
   d->hv = NULL;
 }
 
+#ifdef NC_WITH_MIGRATE
+/* The node's DWCP identity: an Ed25519 key and a self-signed certificate in
+ * the data dir, made at first start and reused; peers pin its fingerprint.
+ * Not required: without it a node can still migrate with dwcp_tls = off. */
+static int c_node_key(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  int rc = nc_tls_new(d->cfg.data_dir, d->cfg.node_name, &d->tls, err, len);
+  if (rc)
+    return rc;
+  nc_tls_fp_to_hex(nc_tls_fingerprint(d->tls), d->tls_fp);
+  nc_info("boot", "DWCP node key %s/node.key, certificate SHA-256 %s (dwcp_tls = %s)",
+          d->cfg.data_dir, d->tls_fp, d->cfg.dwcp_tls);
+  return 0;
+}
+
+static void s_node_key(void *ctx) {
+  struct daemon *d = ctx;
+  nc_tls_free(d->tls);
+  d->tls = NULL;
+}
+#endif
+
 /* ---- services ----------------------------------------------------------- */
 
 static int disk_overlay(void *data, const char *base, const char *overlay) {
@@ -307,6 +332,10 @@ static int c_vmm(void *ctx, char *err, size_t len) {
       .accel = d->accel,
       .reconcile_interval_ms = d->cfg.reconcile_interval_ms,
       .stop_timeout_ms = d->cfg.stop_timeout_s * 1000,
+#ifdef NC_WITH_MIGRATE
+      .dwcp_tls = d->cfg.dwcp_tls,
+      .dwcp_fingerprint = d->tls ? d->tls_fp : NULL,
+#endif
   };
   rc = nc_vmm_new(&vc, &d->vmm);
   if (rc == 0)
@@ -349,6 +378,16 @@ static int c_migrate(void *ctx, char *err, size_t len) {
     }
     memmove(d->cfg.dwcp_host, host, strlen(host) + 1);
   }
+  enum nc_migrate_tls tls_mode = strcmp(d->cfg.dwcp_tls, "on") == 0    ? NC_MIGRATE_TLS_ON
+                                 : strcmp(d->cfg.dwcp_tls, "off") == 0 ? NC_MIGRATE_TLS_OFF
+                                                                       : NC_MIGRATE_TLS_AUTO;
+  if (!d->tls && tls_mode != NC_MIGRATE_TLS_OFF) {
+    snprintf(err, len,
+             "no DWCP node key (see the node-key component): migrations need one with "
+             "dwcp_tls = %s; fix the key or set dwcp_tls = off",
+             d->cfg.dwcp_tls);
+    return -ENOKEY;
+  }
   struct nc_migrate_config mc = {
       .vmm = d->vmm,
       .pcache = d->pcache,
@@ -356,6 +395,8 @@ static int c_migrate(void *ctx, char *err, size_t len) {
       .node_name = d->cfg.node_name,
       .dwcp_host = d->cfg.dwcp_host,
       .peer_token = d->cluster_token[0] ? d->cluster_token : NULL,
+      .tls = d->tls,
+      .tls_mode = tls_mode,
   };
   int rc = nc_migrate_new(&mc, &d->migrate);
   if (rc)
@@ -538,7 +579,8 @@ static void usage(FILE *f) {
           "usage: novacrond [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
           "                 [--node-name NAME] [--log-level debug|info|warn|error]\n"
           "                 [--accel auto|tcg|kvm] [--qemu PATH]\n"
-          "                 [--cluster-token-file FILE] [--store URI] [--version]\n"
+          "                 [--cluster-token-file FILE] [--store URI]\n"
+          "                 [--dwcp-tls auto|on|off] [--version]\n"
           "\n"
           "Flags override the config file (default %s, if it exists).\n"
           "The API is always on <data-dir>/api.sock; --listen adds a TCP listener that\n"
@@ -551,6 +593,7 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
       {"config", required_argument, NULL, 'c'},   {"data-dir", required_argument, NULL, 'd'},
       {"cluster-token-file", required_argument, NULL, 't'},
       {"store", required_argument, NULL, 's'},
+      {"dwcp-tls", required_argument, NULL, 'T'},
       {"listen", required_argument, NULL, 'l'},   {"node-name", required_argument, NULL, 'n'},
       {"log-level", required_argument, NULL, 'v'}, {"accel", required_argument, NULL, 'a'},
       {"qemu", required_argument, NULL, 'q'},     {"version", no_argument, NULL, 'V'},
@@ -595,7 +638,8 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
   static const char *const keys[] = {['d'] = "data_dir", ['l'] = "listen",
                                      ['n'] = "node_name", ['v'] = "log_level",
                                      ['a'] = "accel",    ['q'] = "qemu",
-                                     ['t'] = "cluster_token_file", ['s'] = "store"};
+                                     ['t'] = "cluster_token_file", ['s'] = "store",
+                                     ['T'] = "dwcp_tls"};
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (c == 'c' || c == 'V' || c == 'h')
       continue;
@@ -635,6 +679,9 @@ int main(int argc, char **argv) {
       {"cluster-token", NC_PHASE_CORE, true, c_cluster_token, NULL},
       {"store", NC_PHASE_CORE, true, c_store, s_store},
       {"hypervisor", NC_PHASE_CORE, true, c_hv, s_hv},
+#ifdef NC_WITH_MIGRATE
+      {"node-key", NC_PHASE_CORE, false, c_node_key, s_node_key},
+#endif
       {"vm-manager", NC_PHASE_SERVICES, true, c_vmm, s_vmm},
 #ifdef NC_WITH_MIGRATE
       {"migration", NC_PHASE_SERVICES, false, c_migrate, s_migrate},

@@ -18,9 +18,11 @@
 #include "dwcp/amst.h"
 #include "dwcp/hde.h"
 #include "dwcp/qstream.h"
+#include "dwcp/tls.h"
 #include "hv/qemu.h"
 #include "hv/qmp.h"
 #include "migrate/peer.h"
+#include "migrate/relay.h"
 #include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -246,120 +248,21 @@ static bool has_disk(struct nc_vmm_ext *x) {
   return found;
 }
 
-/* A free TCP port on host, for QEMU's NBD server (it cannot report one it
- * picked itself). The short race with another binder is caught by QEMU's
- * own bind error. */
-static int free_port(const char *host) {
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  if (nc_sockaddr_numeric(host, 0, &ss, &sl) != 0)
-    return -EINVAL;
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  int port = -EADDRNOTAVAIL;
-  if (bind(fd, (struct sockaddr *)&ss, sl) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-    port = nc_sockaddr_port(&ss);
-  close(fd);
-  return port;
+/* Is host a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)? Then
+ * dwcp_tls = auto leaves TLS off. */
+static bool is_loopback(const char *host) {
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, host, &a4) == 1)
+    return (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &a6) == 1)
+    return IN6_IS_ADDR_LOOPBACK(&a6) ||
+           (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+  return false;
 }
 
-/* ---- disk relay ----------------------------------------------------------
- * QEMU's NBD client does not talk to the destination directly: it talks to
- * a unix socket of ours, relayed to the destination over TCP with a short
- * TCP_USER_TIMEOUT. When the migration fails or the link dies we close the
- * local side, QEMU's pending disk requests fail at once, and QEMU never
- * blocks its main loop on a peer that is gone. */
-struct relay {
-  int listen_fd, qemu_fd, peer_fd;
-  int wake[2]; /* written to stop the relay */
-  pthread_t thread;
-  bool started;
-};
-
-static void *relay_main(void *arg) {
-  struct relay *r = arg;
-  struct pollfd a[2] = {{r->listen_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
-  if (poll(a, 2, 30000) <= 0 || (a[1].revents & POLLIN))
-    return NULL;
-  r->qemu_fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-  if (r->qemu_fd < 0)
-    return NULL;
-  uint8_t *buf = malloc(65536);
-  if (!buf)
-    return NULL;
-  for (;;) {
-    struct pollfd p[3] = {
-        {r->qemu_fd, POLLIN, 0}, {r->peer_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
-    if (poll(p, 3, -1) < 0 && errno != EINTR)
-      break;
-    if (p[2].revents)
-      break;
-    int from = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) ? 0 : 1;
-    if (!(p[from].revents & (POLLIN | POLLHUP | POLLERR)))
-      continue;
-    ssize_t n = read(p[from].fd, buf, 65536);
-    if (n <= 0 || write_all(from == 0 ? r->peer_fd : r->qemu_fd, buf, (size_t)n) != 0)
-      break;
-  }
-  free(buf);
-  /* Either side ended: end both, so QEMU's requests fail fast. */
-  shutdown(r->qemu_fd, SHUT_RDWR);
-  shutdown(r->peer_fd, SHUT_RDWR);
-  return NULL;
-}
-
-static int relay_start(struct relay *r, const char *sock, const char *host, int port) {
-  memset(r, 0, sizeof *r);
-  r->listen_fd = r->qemu_fd = r->peer_fd = -1;
-  r->wake[0] = r->wake[1] = -1;
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  if (nc_sockaddr_numeric(host, port, &ss, &sl) != 0)
-    return -EINVAL;
-  struct sockaddr_un sa;
-  int rc = unix_addr(&sa, sock);
-  if (rc)
-    return rc;
-  unlink(sock);
-  if (pipe2(r->wake, O_CLOEXEC) != 0)
-    return -errno;
-  r->peer_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  unsigned int uto = 10000; /* ms: a dead link ends the relay within this */
-  int one = 1;
-  if (r->peer_fd < 0)
-    return -errno;
-  setsockopt(r->peer_fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
-  setsockopt(r->peer_fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  if (connect(r->peer_fd, (struct sockaddr *)&ss, sl) != 0)
-    return -errno;
-  r->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-      listen(r->listen_fd, 1) != 0)
-    return -errno;
-  if ((rc = pthread_create(&r->thread, NULL, relay_main, r)) != 0)
-    return -rc;
-  r->started = true;
-  return 0;
-}
-
-/* Stops the relay (QEMU's NBD connection ends) and frees its sockets. */
-static void relay_stop(struct relay *r, const char *sock) {
-  if (r->started) {
-    if (write(r->wake[1], "x", 1) < 0) {
-      /* the pipe cannot be full: one byte, written once */
-    }
-    pthread_join(r->thread, NULL);
-    r->started = false;
-  }
-  int *fds[] = {&r->listen_fd, &r->qemu_fd, &r->peer_fd, &r->wake[0], &r->wake[1]};
-  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
-    if (*fds[i] >= 0)
-      close(*fds[i]);
-    *fds[i] = -1;
-  }
-  if (sock)
-    unlink(sock);
+static const char *tls_mode_name(enum nc_migrate_tls t) {
+  return t == NC_MIGRATE_TLS_ON ? "on" : t == NC_MIGRATE_TLS_OFF ? "off" : "auto";
 }
 
 /* Polls the disk mirror job: 1 ready, 0 not yet, <0 gone or failed. */
@@ -447,8 +350,10 @@ struct src {
   int dwcp_port;
   int nbd_port;  /* the destination's NBD export of the disk, 0 = no disk */
   bool mirroring;
-  struct relay relay;
+  struct nc__relay *relay; /* the disk's NBD connection (relay.h) */
   char relay_sock[1200];
+  bool tls;                   /* DWCP and the disk relay over TLS 1.3 */
+  uint8_t peer_fp[NC_TLS_FP_LEN]; /* the destination's certificate, pinned */
 
   struct nc_amst *a;
   struct nc_hde_enc *enc;
@@ -617,9 +522,10 @@ static void src_progress(struct src *s, json_t *info, int64_t t0) {
   pthread_mutex_unlock(&s->mu);
   char msg[256];
   snprintf(msg, sizeof msg,
-           "%s: pass %lld, %llu/%llu MiB sent, %llu MiB remaining, dirty %.1f MiB/s, wire "
+           "%s%s: pass %lld, %llu/%llu MiB sent, %llu MiB remaining, dirty %.1f MiB/s, wire "
            "%.1f MiB for %.1f MiB of stream (%.2f), expected downtime %lld ms, %.1f s",
-           s->mode, (long long)iter, (unsigned long long)(transferred >> 20),
+           s->mode, s->tls ? " over TLS" : "", (long long)iter,
+           (unsigned long long)(transferred >> 20),
            (unsigned long long)(total >> 20), (unsigned long long)(remaining >> 20), dirty,
            (double)as.bytes_sent / 1048576.0, (double)raw / 1048576.0,
            raw ? (double)as.bytes_sent / (double)raw : 0.0, (long long)exp,
@@ -705,9 +611,19 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   nc_op_running(op, "preparing the destination");
 
   /* 1. The destination defines the VM and starts its QEMU waiting. */
+  struct nc_migrate_config *mc = &s->m->cfg;
+  s->tls = mc->tls_mode == NC_MIGRATE_TLS_ON ||
+           (mc->tls_mode == NC_MIGRATE_TLS_AUTO && !is_loopback(s->to_host));
+  if (s->tls && !mc->tls)
+    return nc_errinfo_set(err, 500, "internal", NULL, "this node has no DWCP key for TLS");
+  char own_fp[NC_TLS_FP_HEX_LEN + 1] = "";
+  if (mc->tls)
+    nc_tls_fp_to_hex(nc_tls_fingerprint(mc->tls), own_fp);
   json_t *spec = nc_vmm_ext_spec(s->x);
-  json_t *req = json_pack("{s:o, s:s, s:i}", "vm", spec, "source", s->m->cfg.node_name,
-                          "streams", s->streams);
+  json_t *req = json_pack("{s:o, s:s, s:i, s:b}", "vm", spec, "source", mc->node_name, "streams",
+                          s->streams, "tls", s->tls);
+  if (own_fp[0])
+    json_object_set_new(req, "fingerprint", json_string(own_fp));
   long status = 0;
   json_t *resp = NULL;
   rc = nc__peer_call("POST", s->to, "/v1/migrations/incoming", s->token, req, PEER_TIMEOUT_MS,
@@ -739,6 +655,24 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     sscanf(sess_hex + 2 * i, "%2x", &v);
     s->session[i] = (uint8_t)v;
   }
+  /* The destination's certificate fingerprint came over the
+   * token-authenticated API; the TLS handshakes below pin it. */
+  bool peer_tls = json_is_true(json_object_get(resp, "tls"));
+  const char *peer_fp = json_string_value(json_object_get(resp, "fingerprint"));
+  if (s->tls && (!peer_tls || nc_tls_fp_parse(peer_fp, s->peer_fp) != 0)) {
+    json_decref(resp);
+    return nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                          "the destination %s did not agree to TLS for DWCP or sent no "
+                          "certificate fingerprint (a novacrond without TLS support?); this "
+                          "node's dwcp_tls = %s requires it",
+                          s->to, tls_mode_name(mc->tls_mode));
+  }
+  if (!s->tls && peer_tls) {
+    json_decref(resp);
+    return nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                          "the destination %s answered for TLS though plain TCP was asked",
+                          s->to);
+  }
   json_decref(resp);
 
   /* 2. The DWCP session, and a look at the link. */
@@ -746,17 +680,39 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   struct nc_amst_config ac = {.streams = s->streams,
                               .bbr = true,
                               .send_window_bytes = WINDOW_BYTES,
-                              .recv_window_bytes = WINDOW_BYTES};
+                              .recv_window_bytes = WINDOW_BYTES,
+                              .tls = s->tls ? mc->tls : NULL,
+                              .tls_peer_fp = s->tls ? s->peer_fp : NULL};
   int64_t tc = now_ms();
   rc = nc_amst_connect(&ac, s->to_host, s->dwcp_port, s->session, &s->a);
-  int64_t rtt_ms = now_ms() - tc; /* the handshake costs about one round trip */
+  /* The handshake costs about one round trip (two with TLS). */
+  int64_t rtt_ms = (now_ms() - tc) / (s->tls ? 2 : 1);
   if (rc == 0)
     track(s->m, s->a, true);
-  if (rc) {
-    nc_errinfo_set(err, 502, "peer_unreachable", "to", "cannot open DWCP streams to %s:%d: %s",
-                   s->to_host, s->dwcp_port, nc_strerror(rc));
+  char peer_hex[NC_TLS_FP_HEX_LEN + 1];
+  nc_tls_fp_to_hex(s->peer_fp, peer_hex);
+  if (rc == -EKEYREJECTED) {
+    nc_errinfo_set(err, 502, "peer_key_mismatch", "to",
+                   "the DWCP endpoint %s:%d does not hold the certificate the destination %s "
+                   "announced (SHA-256 %s): refusing to send the vm (someone in the path, or "
+                   "the destination's node key changed meanwhile)",
+                   s->to_host, s->dwcp_port, s->to, peer_hex);
     goto rollback;
   }
+  if (rc) {
+    nc_errinfo_set(err, 502, "peer_unreachable", "to", "cannot open DWCP streams to %s:%d%s: %s",
+                   s->to_host, s->dwcp_port, s->tls ? " (TLS)" : "", nc_strerror(rc));
+    goto rollback;
+  }
+  struct nc_amst_stats cs;
+  nc_amst_stats(s->a, &cs);
+  if (s->tls)
+    nc_info("migrate", "vm \"%s\" -> %s: %d DWCP streams over %s, destination certificate "
+            "SHA-256 %s (pinned)", s->name, s->to, s->streams, cs.tls, peer_hex);
+  else
+    nc_info("migrate", "vm \"%s\" -> %s: %d DWCP streams over plain TCP (dwcp_tls = %s, %s)",
+            s->name, s->to, s->streams, tls_mode_name(mc->tls_mode),
+            is_loopback(s->to_host) ? "loopback" : "not loopback");
   uint8_t type;
   void *payload = NULL;
   size_t plen = 0;
@@ -863,12 +819,14 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
      * image on both nodes) into the destination's NBD export, and keep it
      * in sync while the memory moves. */
     snprintf(s->relay_sock, sizeof s->relay_sock, "%s/mig-nbd.sock", nc_vmm_ext_run_dir(s->x));
-    rc = relay_start(&s->relay, s->relay_sock, s->to_host, s->nbd_port);
+    rc = nc__relay_source(s->relay_sock, s->to_host, s->nbd_port, s->tls ? mc->tls : NULL,
+                          s->tls ? s->peer_fp : NULL, s->session, &s->relay);
     if (rc) {
-      nc_errinfo_set(err, 502, "peer_unreachable", NULL,
-                     "cannot reach the destination's disk export %s:%d: %s", s->to_host,
-                     s->nbd_port, nc_strerror(rc));
-      relay_stop(&s->relay, s->relay_sock);
+      nc_errinfo_set(err, 502, rc == -EKEYREJECTED ? "peer_key_mismatch" : "peer_unreachable",
+                     NULL, "cannot reach the destination's disk export %s:%d%s: %s", s->to_host,
+                     s->nbd_port, s->tls ? " (TLS)" : "",
+                     rc == -EKEYREJECTED ? "it does not hold the announced certificate"
+                                         : nc_strerror(rc));
       goto rollback;
     }
     rc = qmp(s->x, "blockdev-add",
@@ -882,7 +840,8 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
                NULL, desc, sizeof desc);
     if (rc) {
       nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot mirror the disk: %s", desc);
-      relay_stop(&s->relay, s->relay_sock);
+      nc__relay_stop(s->relay);
+      s->relay = NULL;
       qmp(s->x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
       goto rollback;
     }
@@ -1002,7 +961,8 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   if (s->mirroring) {
     mirror_end(s->x, false);
     s->mirroring = false;
-    relay_stop(&s->relay, s->relay_sock);
+    nc__relay_stop(s->relay);
+    s->relay = NULL;
   }
   nc_op_progress(op, 0.92, "waiting for the destination to load the state");
   rc = nc_amst_flush(s->a, COMMIT_TIMEOUT_MS);
@@ -1041,9 +1001,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   int64_t total_ms = now_ms() - t0;
   char msg[512];
   snprintf(msg, sizeof msg,
-           "migrated to %s in %.2f s (%s): %.1f MiB on the wire for %.1f MiB of stream; pages "
-           "%llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu",
-           s->to, (double)total_ms / 1000.0, s->mode, (double)as.bytes_sent / 1048576.0,
+           "migrated to %s in %.2f s (%s), %s: %.1f MiB on the wire for %.1f MiB of stream; "
+           "pages %llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu",
+           s->to, (double)total_ms / 1000.0, s->mode, as.tls[0] ? as.tls : "no TLS",
+           (double)as.bytes_sent / 1048576.0,
            (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
            (unsigned long long)hs.zero, (unsigned long long)hs.ref,
            (unsigned long long)hs.delta, (unsigned long long)hs.raw,
@@ -1059,10 +1020,13 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
 
 rollback:
   if (s->mirroring) {
-    relay_stop(&s->relay, s->relay_sock); /* first: QEMU must not wait on a dead peer */
+    nc__relay_stop(s->relay); /* first: QEMU must not wait on a dead peer */
+    s->relay = NULL;
     mirror_end(s->x, true);
     s->mirroring = false;
   }
+  nc__relay_stop(s->relay);
+  s->relay = NULL;
   if (!handed_over)
     src_rollback(s);
   if (s->m->m_total)
@@ -1219,7 +1183,11 @@ struct dst {
   uint64_t session64;
   int streams;
   int qemu_fd;
-  int nbd_port;
+  int nbd_port;                  /* our disk relay's TCP port, 0 = no disk */
+  struct nc__relay *relay;       /* the disk relay into QEMU's NBD socket */
+  bool tls;                      /* DWCP and the disk relay over TLS 1.3 */
+  bool src_pinned;
+  uint8_t src_fp[NC_TLS_FP_LEN]; /* the source's certificate, pinned */
 };
 
 static int connect_unix(const char *path, int timeout_ms) {
@@ -1287,7 +1255,9 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   struct nc_amst_config ac = {.streams = d->streams,
                               .bbr = true,
                               .send_window_bytes = WINDOW_BYTES,
-                              .recv_window_bytes = WINDOW_BYTES};
+                              .recv_window_bytes = WINDOW_BYTES,
+                              .tls = d->tls ? d->m->cfg.tls : NULL,
+                              .tls_peer_fp = d->tls && d->src_pinned ? d->src_fp : NULL};
   track_listener(d->m, d->l, true);
   int rc = nc_amst_accept(d->l, &ac, d->session, ACCEPT_TIMEOUT_MS, &d->a);
   track_listener(d->m, d->l, false);
@@ -1295,8 +1265,14 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   d->l = NULL;
   if (rc)
     return nc_errinfo_set(err, 502, "peer_unreachable", NULL,
-                          "the source did not open its DWCP streams: %s", nc_strerror(rc));
+                          "the source did not open its DWCP streams%s: %s",
+                          d->tls ? " (TLS; a connection with another certificate is refused)" : "",
+                          nc_strerror(rc));
   track(d->m, d->a, true);
+  struct nc_amst_stats cs;
+  nc_amst_stats(d->a, &cs);
+  nc_info("migrate", "incoming vm \"%s\": %d DWCP streams from the source over %s",
+          nc_vmm_ext_name(d->x), d->streams, cs.tls[0] ? cs.tls : "plain TCP");
 
   /* Our page cache's summary, and the promises that go with it. */
   uint64_t guest_pages = 0;
@@ -1419,6 +1395,8 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
                           rc ? nc_strerror(rc) : "unexpected message");
   /* We own the VM now: record it, then resume. The source finished the
    * disk copy before it acknowledged. */
+  nc__relay_stop(d->relay); /* the source finished the disk copy */
+  d->relay = NULL;
   if (d->nbd_port > 0) {
     qmp(d->x, "block-export-del", json_pack("{s:s, s:s}", "id", "mig-disk0", "mode", "hard"),
         NULL, NULL, 0);
@@ -1447,6 +1425,7 @@ static void *dst_main(void *arg) {
             err.message[0] ? err.message : nc_strerror(rc));
   if (d->qemu_fd >= 0)
     close(d->qemu_fd);
+  nc__relay_stop(d->relay);
   if (d->a) {
     track(d->m, d->a, false);
     if (rc)
@@ -1469,7 +1448,7 @@ static void *dst_main(void *arg) {
 
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err) {
-  static const char *const allowed[] = {"vm", "source", "streams", NULL};
+  static const char *const allowed[] = {"vm", "source", "streams", "tls", "fingerprint", NULL};
   if (!json_is_object(body))
     return nc_errinfo_set(err, 400, "bad_json", NULL, "the request body must be a JSON object");
   int rc = nc_json_check_fields(body, allowed, "incoming migration", err);
@@ -1483,11 +1462,40 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
       json_integer_value(st) > NC_AMST_STREAMS_MAX)
     return nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
                           NC_AMST_STREAMS_MAX);
+  /* TLS: the source asks, our dwcp_tls may insist (a missing "tls" is an
+   * older source: plain TCP). */
+  json_t *tv = json_object_get(body, "tls");
+  json_t *fv = json_object_get(body, "fingerprint");
+  uint8_t src_fp[NC_TLS_FP_LEN];
+  if (tv && !json_is_boolean(tv))
+    return nc_errinfo_set(err, 400, "invalid_field", "tls", "tls must be true or false");
+  if (fv && nc_tls_fp_parse(json_string_value(fv), src_fp) != 0)
+    return nc_errinfo_set(err, 400, "invalid_field", "fingerprint",
+                          "fingerprint must be the SHA-256 of the source's certificate, 64 hex "
+                          "digits");
+  bool want_tls = json_is_true(tv);
+  bool need_tls = m->cfg.tls_mode == NC_MIGRATE_TLS_ON ||
+                  (m->cfg.tls_mode == NC_MIGRATE_TLS_AUTO && !is_loopback(m->cfg.dwcp_host));
+  if (!want_tls && need_tls)
+    return nc_errinfo_set(err, 409, "tls_required", "tls",
+                          "this node takes DWCP only over TLS 1.3 (dwcp_tls = %s, DWCP address "
+                          "%s); the source asked for plain TCP: set dwcp_tls = auto or on there "
+                          "(or off on both nodes, on a trusted network)",
+                          tls_mode_name(m->cfg.tls_mode), m->cfg.dwcp_host);
+  if (want_tls && !m->cfg.tls)
+    return nc_errinfo_set(err, 503, "unavailable", "tls",
+                          "this node has no DWCP key, so it cannot take TLS (see its log)");
+  if (want_tls && !fv)
+    return nc_errinfo_set(err, 400, "missing_field", "fingerprint",
+                          "with tls, fingerprint (the source's certificate SHA-256) is required");
   struct dst *d = calloc(1, sizeof *d);
   if (!d)
     return -ENOMEM;
   d->m = m;
   d->streams = (int)json_integer_value(st);
+  d->tls = want_tls;
+  d->src_pinned = want_tls;
+  memcpy(d->src_fp, src_fp, want_tls ? sizeof src_fp : 0);
   nc_rand_system()->fill(nc_rand_system(), d->session, sizeof d->session);
   memcpy(&d->session64, d->session, sizeof d->session64);
   d->session64 |= 1; /* the page cache reserves 0 for "no session" */
@@ -1515,23 +1523,31 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
     return rc;
   }
   if (has_disk(d->x)) {
-    /* The source mirrors its disk overlay into this export. */
-    d->nbd_port = free_port(m->cfg.dwcp_host);
-    char port[16];
-    snprintf(port, sizeof port, "%d", d->nbd_port);
-    rc = d->nbd_port > 0 ? 0 : d->nbd_port;
-    if (rc == 0)
-      rc = qmp(d->x, "nbd-server-start",
-               json_pack("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet", "data", "host",
-                         m->cfg.dwcp_host, "port", port),
-               NULL, desc, sizeof desc);
+    /* The source mirrors its disk overlay into this export. QEMU serves it
+     * on a unix socket only; the network side is our relay (relay.h),
+     * which admits only the source (TLS pin, session id). */
+    char nbd_sock[1200];
+    snprintf(nbd_sock, sizeof nbd_sock, "%s/mig-nbd-in.sock", nc_vmm_ext_run_dir(d->x));
+    unlink(nbd_sock);
+    rc = qmp(d->x, "nbd-server-start",
+             json_pack("{s:{s:s, s:{s:s}}}", "addr", "type", "unix", "data", "path", nbd_sock),
+             NULL, desc, sizeof desc);
     if (rc == 0)
       rc = qmp(d->x, "block-export-add",
                json_pack("{s:s, s:s, s:s, s:b, s:s}", "type", "nbd", "id", "mig-disk0",
                          "node-name", "disk0", "writable", 1, "name", "disk0"),
                NULL, desc, sizeof desc);
+    if (rc == 0) {
+      rc = nc__relay_dest(m->cfg.dwcp_host, d->tls ? m->cfg.tls : NULL,
+                          d->tls ? d->src_fp : NULL, d->session, nbd_sock, &d->nbd_port,
+                          &d->relay);
+      if (rc)
+        snprintf(desc, sizeof desc, "cannot open the disk relay on %s: %s", m->cfg.dwcp_host,
+                 nc_strerror(rc));
+    }
     if (rc) {
       nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot export the disk: %s", desc);
+      nc__relay_stop(d->relay);
       nc_amst_listener_close(d->l);
       nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
       free(d);
@@ -1541,12 +1557,19 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
   char hex[33];
   for (int i = 0; i < 16; i++)
     snprintf(hex + 2 * i, 3, "%02x", d->session[i]);
-  *out = json_pack("{s:s, s:i, s:i, s:s}", "session", hex, "port", nc_amst_listener_port(d->l),
-                   "nbd_port", d->nbd_port, "operation", nc_op_id(nc_vmm_ext_op(d->x)));
+  *out = json_pack("{s:s, s:i, s:i, s:s, s:b}", "session", hex, "port",
+                   nc_amst_listener_port(d->l), "nbd_port", d->nbd_port, "operation",
+                   nc_op_id(nc_vmm_ext_op(d->x)), "tls", d->tls);
+  if (m->cfg.tls) {
+    char fp[NC_TLS_FP_HEX_LEN + 1];
+    nc_tls_fp_to_hex(nc_tls_fingerprint(m->cfg.tls), fp);
+    json_object_set_new(*out, "fingerprint", json_string(fp));
+  }
   rc = spawn(m, dst_main, d);
   if (rc) {
     json_decref(*out);
     *out = NULL;
+    nc__relay_stop(d->relay);
     nc_amst_listener_close(d->l);
     nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
     free(d);

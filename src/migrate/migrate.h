@@ -30,7 +30,19 @@
 
 #include "util/errinfo.h"
 
+/* dwcp_tls: whether the DWCP streams and the disk relay run over TLS 1.3.
+ *   AUTO  TLS unless the DWCP address is loopback (the source looks at the
+ *         destination's address, the destination at its own dwcp_host);
+ *   ON    always TLS; as destination, refuse a source asking for plain TCP;
+ *   OFF   do not ask for TLS, do not require it (a source that asks for
+ *         TLS still gets it: one node cannot downgrade another).
+ * The source decides, the destination enforces its own setting. With TLS,
+ * each side pins the other's certificate fingerprint, exchanged in the
+ * POST /v1/migrations/incoming request and answer. */
+enum nc_migrate_tls { NC_MIGRATE_TLS_AUTO, NC_MIGRATE_TLS_ON, NC_MIGRATE_TLS_OFF };
+
 struct nc_migrate;
+struct nc_tls;
 struct nc_vmm;
 struct nc_pcache;
 struct nc_metrics;
@@ -44,6 +56,9 @@ struct nc_migrate_config {
   const char *dwcp_host;
   /* Bearer token sent to peers' APIs when a request names none. */
   const char *peer_token;
+  /* This node's DWCP identity (dwcp/tls.h); NULL only with TLS off. */
+  struct nc_tls *tls;
+  enum nc_migrate_tls tls_mode;
 };
 
 int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out);
@@ -55,8 +70,11 @@ void nc_migrate_free(struct nc_migrate *m);
  * *out is {"operation": OP}. */
 int nc_migrate_start(struct nc_migrate *m, const char *name, json_t *body, json_t **out,
                      struct nc_errinfo *err);
-/* Destination (peer API): body {"vm": spec, "source": node, "streams": N}.
- * *out is {"session": hex, "port": N, "operation": id}. */
+/* Destination (peer API): body {"vm": spec, "source": node, "streams": N,
+ * "tls": bool, "fingerprint": hex (the source's certificate)}.
+ * *out is {"session": hex, "port": N, "nbd_port": N, "operation": id,
+ * "tls": bool, "fingerprint": hex (ours)}. 409 tls_required when the
+ * source asks for plain TCP and our dwcp_tls does not allow it. */
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err);
 
