@@ -12,7 +12,13 @@ watch fails the test if both copies ever ran at once.
 Printed, not asserted: the guest-observed downtime (the gap in the guest's
 t_ms and in the host's receive times at the switch), the wire and stream
 bytes, and the page kinds. On the way back most pages should be references
-to pages the source still has in its page cache."""
+to pages the source still has in its page cache.
+
+The namespaces' addresses are not loopback, so with the default dwcp_tls =
+auto both legs must run over TLS 1.3 with the peer's certificate pinned:
+the summaries name the TLS version and cipher, each node reports its
+certificate fingerprint in GET /v1/node, and each source's log shows it
+pinned exactly the fingerprint its destination reports."""
 
 import json
 import os
@@ -100,7 +106,25 @@ class Migrate(M.MigrationCase):
             return ("%s: the page kinds in the final message add up to %d, not to the %d pages "
                     "it says were sent (%d missing): %r"
                     % (label, kinds, f["pages"], f["pages"] - kinds, r["message"]))
+        if "TLSv1.3" not in (r["message"] or ""):
+            return ("%s: the nodes' addresses are not loopback, so dwcp_tls = auto must have "
+                    "used TLS 1.3, but the summary does not say so: %r" % (label, r["message"]))
         return None
+
+    def expect_pinned(self, src, dst):
+        """src's log says it pinned dst's certificate, as dst reports it."""
+        node = dst.api.expect(200, "GET", "/v1/node").json
+        fp = (node.get("dwcp") or {}).get("fingerprint") or ""
+        if len(fp) != 64:
+            fail("node %s: GET /v1/node gives no 64-hex dwcp.fingerprint: %r"
+                 % (dst.label, node.get("dwcp")))
+        with open(src.log_path, "rb") as f:
+            log = f.read().decode(errors="replace")
+        want = "destination certificate SHA-256 %s (pinned)" % fp
+        if want not in log:
+            fail("node %s's log does not show it pinned %s's certificate %s\n%s"
+                 % (src.label, dst.label, fp, src.log_tail()))
+        nc.log("node %s pinned %s's certificate %s" % (src.label, dst.label, fp))
 
     def test_there_and_back(self):
         a, b = self.start_nodes()
@@ -128,6 +152,9 @@ class Migrate(M.MigrationCase):
         nc.log("progress messages seen: %d; the last before the end: %r"
                % (len(messages), messages[-2] if len(messages) > 1 else None))
         there = self.expect_arrived(a, b, watch, vm, cur, t0)
+        if not any(" over TLS: pass " in m for m in messages):
+            fail("no progress message said the migration runs over TLS: %r" % messages[-3:])
+        self.expect_pinned(a, b)
         vb = b.vm(NAME)
         reasons = [h["reason"] for h in vb.get("history", [])]
         nc.log("history on B: %r" % [(h["from"], h["to"], h["reason"])
@@ -154,6 +181,7 @@ class Migrate(M.MigrationCase):
         expect_eq("CLI summary line", 'vm "%s" %s\n' % (NAME, back_op["message"]), out)
         expect_eq("CLI stderr (not a terminal: no progress)", "", err)
         back = self.expect_arrived(b, a, watch, vb, back_op, t1)
+        self.expect_pinned(b, a)
 
         watch.check()
         nc.log("A's guest is back: %s" % json.dumps({k: back[k] for k in (
