@@ -25,14 +25,19 @@ int nc__cli_mutate(struct nc_cli *cli, const char *method, const char *path, con
   int rc = nc_cli_call(cli, method, path, body, &resp);
   if (rc != NC_CLI_EXIT_OK)
     return rc;
+  rc = nc__cli_follow_answer(cli, resp, no_wait, done);
+  json_decref(resp);
+  return rc;
+}
+
+int nc__cli_follow_answer(struct nc_cli *cli, const json_t *resp, bool no_wait,
+                          const char *done) {
   const json_t *op = json_object_get(resp, "operation");
   if (op == NULL && nc_cli_jstr(resp, "id") != NULL && nc_cli_jstr(resp, "status") != NULL)
     op = resp;
   if (json_is_null(op))
     op = NULL;
-  rc = nc_cli_op_follow(cli, resp, op, no_wait, done);
-  json_decref(resp);
-  return rc;
+  return nc_cli_op_follow(cli, resp, op, no_wait, done);
 }
 
 int nc__cli_run_mutation(struct nc_cli *cli, int argc, char **argv,

@@ -20,6 +20,12 @@ int nc__cli_path(struct nc_cli *cli, char *buf, size_t n, const char *fmt, ...);
 int nc__cli_mutate(struct nc_cli *cli, const char *method, const char *path, const json_t *body,
                    bool no_wait, const char *done);
 
+/* The second half of nc__cli_mutate, for a command that sent the request
+ * itself: follows the operation resp (borrowed) names. Returns the exit
+ * status. */
+int nc__cli_follow_answer(struct nc_cli *cli, const json_t *resp, bool no_wait,
+                          const char *done);
+
 /* What a mutating command sends, as its prepare function builds it. */
 struct nc__cli_request {
   char path[512]; /* the route, built with nc__cli_path */

@@ -138,14 +138,30 @@ int nc_cli_report_transport_error(struct nc_cli *cli, int err, const char *detai
   return NC_CLI_EXIT_UNREACHABLE;
 }
 
+void nc__cli_error_code(const struct nc_cli_http_resp *resp, char *out, size_t n) {
+  json_t *root = resp->body != NULL && resp->len > 0 ? json_loadb(resp->body, resp->len, 0, NULL)
+                                                     : NULL;
+  snprintf(out, n, "%s", nc_cli_jstr_or(json_object_get(root, "error"), "code", ""));
+  json_decref(root);
+}
+
 int nc_cli_report_http_error(struct nc_cli *cli, const struct nc_cli_http_resp *resp) {
-  char msg[1024];
+  char msg[1024], code[64];
   nc_cli_error_message(resp->status, resp->body, resp->len, msg, sizeof msg);
+  nc__cli_error_code(resp, code, sizeof code);
   if (cli->output == NC_CLI_OUTPUT_JSON && resp->body != NULL) {
     json_t *j = json_loadb(resp->body, resp->len, 0, NULL);
     if (j != NULL)
       nc_cli_print_json(cli, j);
     json_decref(j);
+  }
+  if (strcmp(code, "not_clustered") == 0) {
+    /* Whatever the daemon's wording, say it plainly and point at the fix:
+     * the cluster routes answer this on a single node (docs/api.md). */
+    fprintf(cli->err, "novacron: this node is not in a cluster\n"
+                      "hint: cluster and node commands need novacrond running as a cluster "
+                      "member (see docs/cluster.md)\n");
+    return NC_CLI_EXIT_FAIL;
   }
   fprintf(cli->err, "novacron: %s\n", msg);
   if (resp->status == 401)
@@ -154,8 +170,10 @@ int nc_cli_report_http_error(struct nc_cli *cli, const struct nc_cli_http_resp *
   return NC_CLI_EXIT_FAIL;
 }
 
+/* failed: NULL to print a non-2xx answer, else where it goes unprinted. */
 static int do_request(struct nc_cli *cli, const char *method, const char *path, const char *body,
-                      const char *accept, int64_t timeout_ms, struct nc_cli_http_resp *resp) {
+                      const char *accept, int64_t timeout_ms, struct nc_cli_http_resp *resp,
+                      struct nc_cli_http_resp *failed) {
   struct nc_cli_transport *t = nc_cli_transport(cli);
   char errbuf[256] = "";
   if (t == NULL)
@@ -172,6 +190,11 @@ static int do_request(struct nc_cli *cli, const char *method, const char *path, 
   if (rc != 0)
     return nc_cli_report_transport_error(cli, rc, errbuf);
   if (resp->status < 200 || resp->status >= 300) {
+    if (failed != NULL) {
+      *failed = *resp;
+      memset(resp, 0, sizeof *resp);
+      return NC_CLI_EXIT_FAIL;
+    }
     rc = nc_cli_report_http_error(cli, resp);
     nc_cli_http_resp_reset(resp);
     return rc;
@@ -181,11 +204,16 @@ static int do_request(struct nc_cli *cli, const char *method, const char *path, 
 
 int nc_cli_call_raw(struct nc_cli *cli, const char *method, const char *path, const char *accept,
                     struct nc_cli_http_resp *resp) {
-  return do_request(cli, method, path, NULL, accept, nc_cli_request_timeout_ms(cli), resp);
+  return do_request(cli, method, path, NULL, accept, nc_cli_request_timeout_ms(cli), resp, NULL);
 }
 
 int nc__cli_call_timeout(struct nc_cli *cli, const char *method, const char *path,
                          const json_t *body, int64_t timeout_ms, json_t **out) {
+  return nc__cli_call_ex(cli, method, path, body, timeout_ms, NULL, out);
+}
+
+int nc__cli_call_ex(struct nc_cli *cli, const char *method, const char *path, const json_t *body,
+                    int64_t timeout_ms, struct nc_cli_http_resp *failed, json_t **out) {
   struct nc_cli_http_resp resp = {0};
   char *text = NULL;
   json_t *root = NULL;
@@ -199,7 +227,9 @@ int nc__cli_call_timeout(struct nc_cli *cli, const char *method, const char *pat
     if (text == NULL)
       return nc_cli_fail(cli, "out of memory encoding the request");
   }
-  rc = do_request(cli, method, path, text, NULL, timeout_ms, &resp);
+  if (failed != NULL)
+    memset(failed, 0, sizeof *failed);
+  rc = do_request(cli, method, path, text, NULL, timeout_ms, &resp, failed);
   if (rc != NC_CLI_EXIT_OK)
     goto out;
   if (resp.len == 0) {

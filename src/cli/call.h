@@ -23,6 +23,17 @@ int nc_cli_call(struct nc_cli *cli, const char *method, const char *path, const 
 int nc__cli_call_timeout(struct nc_cli *cli, const char *method, const char *path,
                          const json_t *body, int64_t timeout_ms, json_t **out);
 
+/* nc__cli_call_timeout for callers that expect some refusals: when failed
+ * is not NULL, a non-2xx answer is not printed but returned in *failed
+ * (status and body; the caller resets it) with NC_CLI_EXIT_FAIL. Any other
+ * failure is printed as usual and leaves failed->status 0. */
+int nc__cli_call_ex(struct nc_cli *cli, const char *method, const char *path, const json_t *body,
+                    int64_t timeout_ms, struct nc_cli_http_resp *failed, json_t **out);
+
+/* The "error.code" of an error answer (docs/api.md, "Errors"), or "" when
+ * it has none. Always fills out. */
+void nc__cli_error_code(const struct nc_cli_http_resp *resp, char *out, size_t n);
+
 /* Like nc_cli_call but keeps the raw answer (for text/plain routes): on
  * NC_CLI_EXIT_OK, resp holds a 2xx answer the caller resets. */
 int nc_cli_call_raw(struct nc_cli *cli, const char *method, const char *path, const char *accept,

@@ -18,7 +18,10 @@
 const struct nc_cli_cmd nc_cli_cmds[] = {
     {"vm", "create",
      "NAME --image IMG [--vcpus N] [--memory SIZE] [--label K=V]... [--nic user|none] "
-     "[--cmdline-append STR] [--start] [--no-wait]",
+     "[--cmdline-append STR] [--start] [--no-wait] [--node NODE] [--ha [--ha-priority N]] "
+     "[--anti-affinity G]... [--affinity G]... [--soft-anti-affinity G]... "
+     "[--soft-affinity G]... [--spread-zones G]... [--require-label K=V]... [--zone Z] "
+     "[--explain]",
      "define a VM (and start it with --start)",
      "  --image IMG            registered image to boot (required)\n"
      "  --vcpus N              virtual CPUs (server default when omitted)\n"
@@ -26,7 +29,19 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      "  --label K=V            a label; repeat for more\n"
      "  --nic user|none        network: QEMU user networking, or none\n"
      "  --cmdline-append STR   appended to the image's kernel command line\n"
-     "  --start                start it once defined\n" WAIT_HELP,
+     "  --start                start it once defined\n" WAIT_HELP
+     "\ncluster only (see docs/scheduling.md):\n"
+     "  --node NODE            put it on this node (placement rules still apply)\n"
+     "  --ha                   restart it on another node if its node dies\n"
+     "  --ha-priority N        with --ha: 0 to 1000, higher restarts first\n"
+     "  --anti-affinity G      never on the same host as another VM of group G\n"
+     "  --affinity G           only on a host that runs group G\n"
+     "  --soft-anti-affinity G prefer a host without group G\n"
+     "  --soft-affinity G      prefer a host with group G\n"
+     "  --spread-zones G       never in the same zone as another VM of group G\n"
+     "  --require-label K=V    only on nodes labelled K=V; repeat for more\n"
+     "  --zone Z               prefer nodes in zone Z\n"
+     "  --explain              create nothing: show how each node would be judged\n",
      nc_cli_cmd_vm_create},
     {"vm", "list", "", "list VMs: NAME STATE VCPUS MEMORY IMAGE NODE AGE", NULL, nc_cli_cmd_vm_list},
     {"vm", "show", "NAME", "show one VM in detail", NULL, nc_cli_cmd_vm_show},
@@ -86,6 +101,17 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      "                         given too override its fields\n",
      nc_cli_cmd_image_register},
     {"node", "show", "", "show this node", NULL, nc_cli_cmd_node_show},
+    {"node", "list", "", "list the cluster's nodes: NAME STATE ZONE VCPUS MEMORY VMS CONTROLLER",
+     NULL, nc_cli_cmd_node_list},
+    {"node", "cordon", "NODE", "place no new VMs on a node (its VMs stay)", NULL,
+     nc_cli_cmd_node_cordon},
+    {"node", "uncordon", "NODE", "let the scheduler use a node again (ends a drain)", NULL,
+     nc_cli_cmd_node_uncordon},
+    {"node", "drain", "NODE [--no-wait]", "move every VM off a node, and wait until it is empty",
+     "  --no-wait              start the drain and return; follow it with 'node list'\n",
+     nc_cli_cmd_node_drain},
+    {"cluster", "status", "", "show the controller and every node of the cluster", NULL,
+     nc_cli_cmd_cluster_status},
     {"op", "list", "", "list recent operations: ID KIND TARGET STATUS PROGRESS AGE", NULL,
      nc_cli_cmd_op_list},
     {"op", "show", "ID [--wait]", "show an operation",
@@ -97,7 +123,7 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
 };
 const size_t nc_cli_ncmds = sizeof nc_cli_cmds / sizeof nc_cli_cmds[0];
 
-static const char *const k_nouns[] = {"vm", "image", "node", "op"};
+static const char *const k_nouns[] = {"vm", "image", "node", "cluster", "op"};
 
 bool nc_cli_is_noun(const char *word) {
   for (size_t i = 0; i < sizeof k_nouns / sizeof *k_nouns; i++)

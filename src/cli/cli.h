@@ -76,7 +76,7 @@ struct nc_cli {
 };
 
 struct nc_cli_cmd {
-  const char *noun;    /* "vm", "image", "node", "op"; NULL for a top-level verb */
+  const char *noun;    /* "vm", "image", "node", "cluster", "op"; NULL for a top-level verb */
   const char *verb;
   const char *args;    /* the synopsis after the verb */
   const char *summary; /* one line for the command list */
@@ -136,6 +136,11 @@ int nc_cli_cmd_vm_migrate(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_image_list(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_image_register(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_node_show(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_node_list(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_node_cordon(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_node_uncordon(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_node_drain(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_cluster_status(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_list(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_show(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_cancel(struct nc_cli *cli, int argc, char **argv);

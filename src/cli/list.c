@@ -7,12 +7,14 @@
 
 #include <string.h>
 
-/* One row per item of items, then the table. */
-static int print_table(struct nc_cli *cli, const struct nc_cli_list_spec *spec,
-                       const json_t *items) {
+int nc_cli_list_print(struct nc_cli *cli, const struct nc_cli_list_spec *spec,
+                      const json_t *items) {
   struct nc_cli_table *t = NULL;
   struct nc_cli_list_row row;
   size_t i;
+  if (spec->ncols == 0 || spec->ncols > NC_CLI_LIST_COLS_MAX)
+    return nc_cli_fail(cli, "internal error: a list of %zu columns (1 to %d)", spec->ncols,
+                       NC_CLI_LIST_COLS_MAX);
   const json_t *item;
   int rc = NC_CLI_EXIT_OK;
 
@@ -62,7 +64,7 @@ int nc_cli_list_run(struct nc_cli *cli, int argc, char **argv,
     rc = nc_cli_fail(cli, "GET %s: the answer has no \"%s\" list", path, spec->array_key);
     goto out;
   }
-  rc = print_table(cli, spec, items);
+  rc = nc_cli_list_print(cli, spec, items);
 out:
   json_decref(resp);
   return rc;

@@ -52,4 +52,12 @@ struct nc_cli_list_spec {
  * the answer has no spec->array_key array, else nc_cli_call's. */
 int nc_cli_list_run(struct nc_cli *cli, int argc, char **argv, const struct nc_cli_list_spec *spec);
 
+/* The table half of nc_cli_list_run, for commands that fetch the items
+ * themselves: one row per element of items (borrowed; not an array prints
+ * the header only) on cli->out, with spec's columns and row function
+ * (spec->path, pos_names and array_key are unused). Returns the exit
+ * status. */
+int nc_cli_list_print(struct nc_cli *cli, const struct nc_cli_list_spec *spec,
+                      const json_t *items);
+
 #endif

@@ -22,7 +22,7 @@ bool nc_cli_op_finished(const json_t *op) {
          (strcmp(s, "succeeded") == 0 || strcmp(s, "failed") == 0 || strcmp(s, "cancelled") == 0);
 }
 
-static void sleep_ms(struct nc_cli *cli, int64_t ms) {
+void nc__cli_sleep_ms(struct nc_cli *cli, int64_t ms) {
   if (cli->io->sleep_ms != NULL)
     cli->io->sleep_ms(cli->io->sleep_arg, ms);
   else
@@ -111,7 +111,7 @@ int nc_cli_op_wait(struct nc_cli *cli, const char *id, json_t **final) {
     }
     int64_t took = nc_mono_ms(cli->clock) - now;
     if (took < NC_CLI_OP_MIN_POLL_MS)
-      sleep_ms(cli, NC_CLI_OP_MIN_POLL_MS - took);
+      nc__cli_sleep_ms(cli, NC_CLI_OP_MIN_POLL_MS - took);
   }
   *final = op;
   op = NULL;

@@ -9,6 +9,10 @@
 
 #include <jansson.h>
 
+/* Sleeps ms between polls: cli->io->sleep_ms when set (the tests' manual
+ * clock), else a real sleep. */
+void nc__cli_sleep_ms(struct nc_cli *cli, int64_t ms);
+
 /* True for "succeeded", "failed" and "cancelled". */
 bool nc_cli_op_finished(const json_t *op);
 
