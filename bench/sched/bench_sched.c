@@ -14,6 +14,7 @@
  * Build and run (results in docs/benchmarks.md, "Placement (ITP)"):
  *   cmake -S . -B build && make -C build nc-bench-sched
  *   build/bin/nc-bench-sched [--seed N] [--hosts H] [--vms N] [--repeat R]
+ *                            [--mix mixed|large]
  * It measures speed; nothing in the unit tests is timed. */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,15 +48,20 @@ static double now_s(void) {
 /* Flavours, with how often each occurs (weights sum to 100): small web
  * VMs, compute-heavy and memory-heavy ones, sizes that do not divide the
  * host, so neither resource packs trivially. */
-static const struct {
+struct flavour {
   uint32_t vcpus;
   uint32_t mem_gib;
   int weight;
-} flavours[] = {
+};
+static const struct flavour flavours_mixed[] = {
     {1, 2, 10},  {2, 3, 10},   {2, 6, 12},  {4, 12, 10}, {4, 20, 8},  {8, 8, 10},
     {8, 30, 10}, {16, 16, 8},  {16, 72, 6}, {32, 32, 6},  {32, 120, 4}, {12, 48, 6},
 };
-#define NFLAV (sizeof flavours / sizeof flavours[0])
+/* --mix large: VMs of 8-60% of a host, where arrival order hurts. */
+static const struct flavour flavours_large[] = {
+    {4, 40, 20}, {8, 90, 25}, {16, 130, 25}, {24, 170, 20}, {32, 230, 10},
+};
+static const struct flavour *flavours = flavours_mixed;
 
 struct vmspec {
   char name[24];
@@ -240,8 +246,13 @@ int main(int argc, char **argv) {
       nvms = strtoul(argv[++i], NULL, 0);
     else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc)
       repeat = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--mix") == 0 && i + 1 < argc && strcmp(argv[i + 1], "large") == 0)
+      flavours = flavours_large, i++;
+    else if (strcmp(argv[i], "--mix") == 0 && i + 1 < argc && strcmp(argv[i + 1], "mixed") == 0)
+      flavours = flavours_mixed, i++;
     else {
-      fprintf(stderr, "usage: %s [--seed N] [--hosts H] [--vms N] [--repeat R]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--seed N] [--hosts H] [--vms N] [--repeat R] [--mix mixed|large]\n",
+              argv[0]);
       return 2;
     }
   }
@@ -264,8 +275,10 @@ int main(int argc, char **argv) {
   size_t lb_cpu = (size_t)((sum_cpu + cap_cpu - 1) / cap_cpu);
   size_t lb_mem = (size_t)((sum_mem + cap_mem - 1) / cap_mem);
   size_t lower = lb_cpu > lb_mem ? lb_cpu : lb_mem;
-  printf("nc-bench-sched: seed %" PRIu64 ", %zu VMs on %zu hosts (%d CPUs x 4.0, %d GiB x 1.0)\n",
-         seed, nvms, nhosts, HOST_CPUS, HOST_MEM_GIB);
+  printf("nc-bench-sched: seed %" PRIu64 ", %zu VMs (mix %s) on %zu hosts (%d CPUs x 4.0, "
+         "%d GiB x 1.0)\n",
+         seed, nvms, flavours == flavours_large ? "large" : "mixed", nhosts, HOST_CPUS,
+         HOST_MEM_GIB);
   printf("demand: %" PRIu64 " vCPUs (lower bound %zu hosts), %" PRIu64
          " GiB (lower bound %zu hosts): binding resource %s\n",
          sum_cpu, lb_cpu, (uint64_t)(sum_mem / GIB), lb_mem, lb_mem >= lb_cpu ? "memory" : "cpu");
@@ -333,7 +346,7 @@ int main(int argc, char **argv) {
         nc_sched_free(s);
       }
       char what[64];
-      snprintf(what, sizeof what, "pack, batch (largest first)%s", tag);
+      snprintf(what, sizeof what, "pack, batch (big first)%s", tag);
       report(what, best, NULL, 0, u, lower);
       printf("%-34s %9.2f us/decision\n", "", best * 1e6 / (double)nvms);
     }

@@ -268,7 +268,9 @@ struct nc_sched_choice {
  *       { "host": "h1", "fit": false, "filter": "memory",
  *         "reason": "memory: needs 2.0 GiB, 1.5 GiB free at ratio 1.0" } ] }
  * "weights" lists every weight that applies to the request, zeros
- * included, and they add up to "score". Explaining costs one JSON object
+ * included, and they add up to "score". Numbers are plain doubles: dump
+ * with JSON_REAL_PRECISION(6) to print 0.7375 rather than
+ * 0.73750000000000004. Explaining costs one JSON object
  * per host; do not use it in a loop over many requests. */
 int nc_sched_place(struct nc_sched *s, const struct nc_sched_request *req, unsigned flags,
                    struct nc_sched_choice *out, json_t **explain);
