@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
+#include "migrate/peer.h"
 #include "obs/metrics.h"
 #include "util/err.h"
 #include "util/errinfo.h"
@@ -163,6 +165,8 @@ static enum MHD_Result finish(struct call *c, int rc, unsigned ok_status, json_t
 }
 
 static enum MHD_Result h_vms_list(struct call *c) {
+  if (c->api->cfg.cluster)
+    return send_json(c, 200, json_pack("{s:o}", "vms", nc_cluster_vm_list(c->api->cfg.cluster)));
   char *text;
   size_t len;
   if (nc_vmm_list_text(c->api->cfg.vmm, &text, &len) != 0)
@@ -177,8 +181,117 @@ static enum MHD_Result h_vms_create(struct call *c) {
     return send_error(c, 400, "bad_json", NULL,
                       "the request body must be a JSON object like {\"name\": \"web-1\", "
                       "\"image\": \"nc-test\"}");
-  int rc = nc_vmm_create(c->api->cfg.vmm, c->body, &out, &err);
+  int rc = c->api->cfg.cluster ? nc_cluster_vm_create(c->api->cfg.cluster, c->body, &out, &err)
+                               : nc_vmm_create(c->api->cfg.vmm, c->body, &out, &err);
   return finish(c, rc, 201, out, &err);
+}
+
+/* ---- cluster ------------------------------------------------------------ */
+
+static enum MHD_Result no_cluster(struct call *c) {
+  return send_error(c, 404, "not_clustered", NULL,
+                    "this node is not in a cluster (see docs/cluster.md: novacron cluster init)");
+}
+
+static enum MHD_Result h_cluster(struct call *c) {
+  if (!c->api->cfg.cluster)
+    return no_cluster(c);
+  return send_json(c, 200, nc_cluster_status(c->api->cfg.cluster));
+}
+
+static enum MHD_Result h_nodes(struct call *c) {
+  if (!c->api->cfg.cluster)
+    return no_cluster(c);
+  return send_json(c, 200, json_pack("{s:o}", "nodes", nc_cluster_nodes(c->api->cfg.cluster)));
+}
+
+static enum MHD_Result h_node_action(struct call *c) {
+  if (!c->api->cfg.cluster)
+    return no_cluster(c);
+  struct nc_errinfo err = {0};
+  json_t *out = NULL;
+  if (c->body && json_object_size(c->body) > 0)
+    return send_error(c, 400, "invalid_field", NULL, "node actions take no body");
+  int rc = nc_cluster_node_admin(c->api->cfg.cluster, c->seg[2], c->seg[3], &out, &err);
+  return finish(c, rc, 200, out, &err);
+}
+
+static enum MHD_Result h_explain(struct call *c) {
+  if (!c->api->cfg.cluster)
+    return no_cluster(c);
+  if (!c->body)
+    return send_error(c, 400, "bad_json", NULL,
+                      "the request body is a vm create request, e.g. {\"name\": \"web-1\", "
+                      "\"image\": \"nc-test\"}");
+  struct nc_errinfo err = {0};
+  json_t *out = NULL;
+  int rc = nc_cluster_explain(c->api->cfg.cluster, c->body, &out, &err);
+  return finish(c, rc, 200, out, &err);
+}
+
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value) {
+  (void)kind;
+  char *q = cls;
+  size_t n = strlen(q);
+  if (n + strlen(key) + (value ? strlen(value) : 0) + 3 >= 512)
+    return MHD_NO;
+  snprintf(q + n, 512 - n, "%s%s%s%s", n ? "&" : "?", key, value ? "=" : "", value ? value : "");
+  return MHD_YES;
+}
+
+/* In a cluster, a request about a VM or an operation that lives on another
+ * node goes to that node. Returns true when it was answered here. */
+static bool forward_if_remote(struct call *c, const char *url, const char *tmpl,
+                              enum MHD_Result *ret) {
+  struct nc_cluster *cl = c->api->cfg.cluster;
+  if (!cl || MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, NC_PEER_DIRECT_HEADER))
+    return false;
+  char addr[256] = "";
+  int rc;
+  if (strncmp(tmpl, "/v1/vms/{name}", 14) == 0) {
+    json_t *vm = NULL;
+    struct nc_errinfo err = {0};
+    if (nc_vmm_get(c->api->cfg.vmm, c->seg[2], &vm, &err) == 0) {
+      json_decref(vm);
+      return false;
+    }
+    bool local = false;
+    rc = nc_cluster_vm_locate(cl, c->seg[2], addr, sizeof addr, &local);
+    if (rc == -EHOSTDOWN) {
+      *ret = send_error(c, 503, "node_down", NULL,
+                        "the node this vm is assigned to has no lease (dead or partitioned); "
+                        "see `novacron node list`");
+      return true;
+    }
+    if (rc || local)
+      return false;
+  } else if (strncmp(tmpl, "/v1/operations/{id}", 19) == 0) {
+    json_t *op = NULL;
+    if (nc_ops_get_json(c->api->cfg.ops, c->seg[2], 0, &op) == 0) {
+      json_decref(op);
+      return false;
+    }
+    if (nc_cluster_op_locate(cl, c->seg[2], addr, sizeof addr) != 0)
+      return false;
+  } else {
+    return false;
+  }
+  char path[1024], q[512] = "";
+  MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, add_arg, q);
+  snprintf(path, sizeof path, "%s%s", url, q);
+  long status = 0;
+  json_t *out = NULL;
+  rc = nc_cluster_forward(cl, addr, c->method, path, c->body, &status, &out);
+  if (rc) {
+    char msg[400];
+    snprintf(msg, sizeof msg, "the node that holds it (%s) cannot be reached: %s", addr,
+             nc_strerror(rc));
+    *ret = send_error(c, 502, "node_unreachable", NULL, msg);
+  } else {
+    *ret = send_json(c, (unsigned)status, out ? out : json_object());
+  }
+  return true;
 }
 
 static enum MHD_Result h_vm_get(struct call *c) {
@@ -471,6 +584,10 @@ static const struct route routes[] = {
     {"POST", "/v1/operations/{id}/cancel", h_op_cancel, false},
     {"GET", "/v1/events", h_events, false},
     {"POST", "/v1/migrations/incoming", h_migration_incoming, false},
+    {"GET", "/v1/cluster", h_cluster, false},
+    {"GET", "/v1/nodes", h_nodes, false},
+    {"POST", "/v1/nodes/{node}/{action}", h_node_action, false},
+    {"POST", "/v1/placement/explain", h_explain, false},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -651,7 +768,8 @@ static enum MHD_Result dispatch(struct nc_api *api, struct MHD_Connection *conn,
       goto out;
     }
   }
-  ret = r->fn(&c);
+  if (!forward_if_remote(&c, url, r->tmpl, &ret))
+    ret = r->fn(&c);
 out:
   json_decref(c.body);
   for (size_t i = 0; i < c.nseg; i++)

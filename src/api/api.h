@@ -22,6 +22,7 @@
 #define NC_API_CONNECTIONS_MAX 256
 
 struct nc_api;
+struct nc_cluster;
 struct nc_vmm;
 struct nc_ops;
 struct nc_events;
@@ -45,6 +46,10 @@ struct nc_api_config {
                        struct nc_errinfo *err);
   int (*migrate_incoming)(void *data, json_t *body, json_t **out, struct nc_errinfo *err);
   void *migrate_data;
+  /* The cluster this node belongs to, NULL on a single node. With one,
+   * VM and operation routes for VMs on other nodes are forwarded to the
+   * node that has them, and the cluster routes are served. */
+  struct nc_cluster *cluster;
   /* Readiness: returns {"ready": bool, "components": [...]}; new ref. */
   json_t *(*readiness)(void *data);
   void *readiness_data;

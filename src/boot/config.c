@@ -40,6 +40,9 @@ void nc_config_defaults(struct nc_config *cfg) {
   cfg->kvm_probe_timeout_ms = 8000;
   cfg->page_cache_bytes = 512ULL << 20;
   snprintf(cfg->dwcp_tls, sizeof cfg->dwcp_tls, "auto");
+  cfg->control_plane = 1;
+  cfg->lease_ttl_ms = 6000;
+  snprintf(cfg->placement, sizeof cfg->placement, "pack");
 }
 
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port) {
@@ -89,6 +92,31 @@ static int parse_int(const char *v, int lo, int hi, int *out) {
   if (errno || end == v || *end || n < lo || n > hi)
     return -EINVAL;
   *out = (int)n;
+  return 0;
+}
+
+static bool label_part_ok(const char *p, size_t n) {
+  if (n == 0 || n > 63)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)p[i]) && p[i] != '.' && p[i] != '_' && p[i] != '-')
+      return false;
+  return true;
+}
+
+int nc_config_labels_valid(const char *s) {
+  size_t count = 0;
+  while (*s) {
+    const char *end = strchr(s, ',');
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    const char *eq = memchr(s, '=', n);
+    if (!eq || !label_part_ok(s, (size_t)(eq - s)) ||
+        !label_part_ok(eq + 1, n - (size_t)(eq - s) - 1) || ++count > 16)
+      return -EINVAL;
+    s += n;
+    if (*s == ',' && *++s == '\0')
+      return -EINVAL;
+  }
   return 0;
 }
 
@@ -201,11 +229,43 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       return -EINVAL;
     }
     cfg->page_cache_bytes = v;
+  } else if (strcmp(key, "zone") == 0 || strcmp(key, "rack") == 0) {
+    if (value[0] && !nc_name_valid(value)) {
+      snprintf(err, err_len, "%s \"%s\" must be 1-63 characters of a-z, 0-9 and '-'", key, vex);
+      return -EINVAL;
+    }
+    snprintf(key[0] == 'z' ? cfg->zone : cfg->rack, sizeof cfg->zone, "%s", value);
+  } else if (strcmp(key, "labels") == 0) {
+    if (nc_config_labels_valid(value) != 0) {
+      snprintf(err, err_len,
+               "labels \"%s\" must be KEY=VALUE pairs separated by commas (each 1-63 "
+               "characters of A-Z, a-z, 0-9, '.', '_', '-'), e.g. ssd=true,gpu=a100", vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->labels, sizeof cfg->labels, "%s", value);
+  } else if (strcmp(key, "control_plane") == 0) {
+    if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
+      snprintf(err, err_len, "control_plane must be true or false");
+      return -EINVAL;
+    }
+    cfg->control_plane = value[0] == 't';
+  } else if (strcmp(key, "lease_ttl_ms") == 0) {
+    if (parse_int(value, 3000, 60000, &cfg->lease_ttl_ms) != 0) {
+      snprintf(err, err_len, "lease_ttl_ms must be 3000 to 60000 (docs/ha.md)");
+      return -EINVAL;
+    }
+  } else if (strcmp(key, "placement") == 0) {
+    if (strcmp(value, "pack") != 0 && strcmp(value, "spread") != 0) {
+      snprintf(err, err_len, "placement \"%s\" must be pack or spread", vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->placement, sizeof cfg->placement, "%s", value);
   } else {
     snprintf(err, err_len,
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
              "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms, "
-             "cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, store)",
+             "cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, store, zone, rack, "
+             "labels, control_plane, lease_ttl_ms, placement)",
              kex);
     return -EINVAL;
   }

@@ -33,6 +33,12 @@ struct nc_config {
   char dwcp_tls[8];          /* "auto" (TLS unless loopback), "on", "off" */
   uint64_t page_cache_bytes; /* 0 = no page cache */
   char store[NC_CONFIG_VALUE_MAX + 1]; /* "" = sqlite:<data_dir>/state.db */
+  /* Cluster (used when the store is etcd; docs/cluster.md). */
+  char zone[64], rack[64];
+  char labels[NC_CONFIG_VALUE_MAX + 1]; /* "k=v,k=v" */
+  int control_plane;                    /* 1: may be elected controller */
+  int lease_ttl_ms;
+  char placement[8];                    /* "pack" or "spread" */
 };
 
 /* Fills the built-in defaults (data_dir /var/lib/novacron, node name from
@@ -47,6 +53,8 @@ int nc_config_load_file(struct nc_config *cfg, const char *path, char *err, size
 /* Sets one key (used by the parser and by command-line flags). */
 int nc_config_set(struct nc_config *cfg, const char *key, const char *value, char *err,
                   size_t err_len);
+/* 0 when s is "" or KEY=VALUE pairs separated by commas (at most 16). */
+int nc_config_labels_valid(const char *s);
 /* "HOST:PORT" or "[V6]:PORT" → host and port. */
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port);
 

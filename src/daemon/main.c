@@ -20,6 +20,8 @@
 #include "api/api.h"
 #include "boot/boot.h"
 #include "boot/config.h"
+#include "cluster/cluster.h"
+#include "cluster/fence.h"
 #include "hv/qemu.h"
 #include "nc_version.h"
 #include "obs/metrics.h"
@@ -48,7 +50,10 @@ struct daemon {
   int qemu_major, qemu_minor;
   enum nc_hv_accel accel;
   struct nc_metrics *metrics;
-  struct nc_store *store;
+  struct nc_store *store;  /* this node's records: the whole store, or its view in a cluster */
+  struct nc_store *shared; /* the cluster's store (etcd), NULL on a single node */
+  struct nc_cluster *cluster;
+  char self_exe[1024];
   struct nc_hv *hv;
   struct nc_events *events;
   struct nc_ops *ops;
@@ -250,16 +255,106 @@ static int c_store(void *ctx, char *err, size_t len) {
     snprintf(uri, sizeof uri, "%s", d->cfg.store);
   else
     snprintf(uri, sizeof uri, "sqlite:%s/state.db", d->cfg.data_dir);
-  int rc = nc_store_open(uri, nc_clock_system(), &d->store);
-  if (rc)
+  struct nc_store *s = NULL;
+  int rc = nc_store_open(uri, nc_clock_system(), &s);
+  if (rc) {
     snprintf(err, len, "cannot open the store %s: %s", uri, nc_strerror(rc));
-  return rc;
+    return rc;
+  }
+  if (strncmp(uri, "etcd:", 5) != 0) {
+    d->store = s;
+    return 0;
+  }
+  /* On etcd the node is part of a cluster: its own records live under
+   * /nodes/<node>/ and the cluster's under /cluster/ (cluster/cluster.h). */
+  char prefix[128];
+  snprintf(prefix, sizeof prefix, "/nodes/%s", d->cfg.node_name);
+  rc = nc_store_view(s, prefix, false, &d->store);
+  if (rc) {
+    nc_store_close(s);
+    snprintf(err, len, "cannot open this node's view of %s: %s", uri, nc_strerror(rc));
+    return rc;
+  }
+  d->shared = s;
+  return 0;
 }
 
 static void s_store(void *ctx) {
   struct daemon *d = ctx;
   nc_store_close(d->store);
   d->store = NULL;
+  nc_store_close(d->shared);
+  d->shared = NULL;
+}
+
+/* ---- cluster ------------------------------------------------------------ */
+
+static json_t *parse_labels(const char *s) {
+  json_t *o = json_object();
+  char buf[NC_CONFIG_VALUE_MAX + 1];
+  snprintf(buf, sizeof buf, "%s", s);
+  char *save = NULL;
+  for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(kv, '=');
+    if (!eq)
+      continue;
+    *eq = '\0';
+    json_object_set_new(o, kv, json_string(eq + 1));
+  }
+  return o;
+}
+
+static int c_cluster(void *ctx, char *err, size_t len) {
+  struct daemon *d = ctx;
+  if (!d->shared) {
+    snprintf(err, len, "single node (the store is SQLite)");
+    return 0;
+  }
+  if (!d->cfg.listen_host[0] || d->cfg.listen_port == 0 ||
+      strcmp(d->cfg.listen_host, "0.0.0.0") == 0 || strcmp(d->cfg.listen_host, "::") == 0) {
+    snprintf(err, len, "a cluster node needs `listen = ADDRESS:PORT` with the address other "
+                       "nodes reach it on (not 0.0.0.0 and not port 0)");
+    return -EINVAL;
+  }
+  if (!d->cluster_token[0]) {
+    snprintf(err, len, "a cluster node needs cluster_token_file (the token every node of the "
+                       "cluster shares; docs/cluster.md)");
+    return -EINVAL;
+  }
+  char api[300];
+  if (strchr(d->cfg.listen_host, ':'))
+    snprintf(api, sizeof api, "[%s]:%d", d->cfg.listen_host, d->cfg.listen_port);
+  else
+    snprintf(api, sizeof api, "%s:%d", d->cfg.listen_host, d->cfg.listen_port);
+  json_t *labels = parse_labels(d->cfg.labels);
+  struct nc_cluster_config cc = {
+      .store = d->shared,
+      .vmm = d->vmm,
+      .node_store = d->store,
+      .node_name = d->cfg.node_name,
+      .api_addr = api,
+      .dwcp_host = d->cfg.dwcp_host[0] ? d->cfg.dwcp_host : d->cfg.listen_host,
+      .data_dir = d->cfg.data_dir,
+      .token = d->cluster_token,
+      .zone = d->cfg.zone,
+      .rack = d->cfg.rack,
+      .labels = labels,
+      .control_plane = d->cfg.control_plane,
+      .lease_ttl_ms = d->cfg.lease_ttl_ms,
+      .spread = strcmp(d->cfg.placement, "spread") == 0,
+      .self_exe = d->self_exe,
+  };
+  int rc = nc_cluster_start(&cc, &d->cluster);
+  json_decref(labels);
+  if (rc)
+    snprintf(err, len, "cannot join the cluster: %s", nc_strerror(rc));
+  return rc;
+}
+
+static void s_cluster(void *ctx) {
+  struct daemon *d = ctx;
+  nc_cluster_stop(d->cluster);
+  d->cluster = NULL;
 }
 
 static int c_hv(void *ctx, char *err, size_t len) {
@@ -397,6 +492,8 @@ static int c_migrate(void *ctx, char *err, size_t len) {
       .peer_token = d->cluster_token[0] ? d->cluster_token : NULL,
       .tls = d->tls,
       .tls_mode = tls_mode,
+      .claim = d->cluster ? nc_cluster_claim : NULL,
+      .claim_data = d->cluster,
   };
   int rc = nc_migrate_new(&mc, &d->migrate);
   if (rc)
@@ -445,6 +542,7 @@ static int c_api(void *ctx, char *err, size_t len) {
       .cluster_token = d->cluster_token[0] ? d->cluster_token : NULL,
       .readiness = readiness,
       .readiness_data = d,
+      .cluster = d->cluster,
 #ifdef NC_WITH_MIGRATE
       .migrate_start = api_migrate_start,
       .migrate_incoming = api_migrate_incoming,
@@ -652,7 +750,14 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  /* The fence guard (cluster/fence.h) is this same binary in its own
+   * process, started by the cluster component. */
+  if (argc == 3 && strcmp(argv[1], "--fence-guard") == 0)
+    return nc_fence_guard_main(argv[2]) == 0 ? 0 : 1;
   struct daemon d = {.lock_fd = -1};
+  ssize_t sl = readlink("/proc/self/exe", d.self_exe, sizeof d.self_exe - 1);
+  if (sl > 0)
+    d.self_exe[sl] = '\0';
   int rc = parse_args(&d, argc, argv);
   if (rc)
     return rc;
@@ -683,6 +788,7 @@ int main(int argc, char **argv) {
       {"node-key", NC_PHASE_CORE, false, c_node_key, s_node_key},
 #endif
       {"vm-manager", NC_PHASE_SERVICES, true, c_vmm, s_vmm},
+      {"cluster", NC_PHASE_SERVICES, true, c_cluster, s_cluster},
 #ifdef NC_WITH_MIGRATE
       {"migration", NC_PHASE_SERVICES, false, c_migrate, s_migrate},
 #endif

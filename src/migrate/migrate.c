@@ -1188,6 +1188,7 @@ struct dst {
   bool tls;                      /* DWCP and the disk relay over TLS 1.3 */
   bool src_pinned;
   uint8_t src_fp[NC_TLS_FP_LEN]; /* the source's certificate, pinned */
+  char source[64]; /* the source node's name */
 };
 
 static int connect_unix(const char *path, int timeout_ms) {
@@ -1402,6 +1403,19 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
         NULL, NULL, 0);
     qmp(d->x, "nbd-server-stop", NULL, NULL, NULL, 0);
   }
+  /* In a cluster the record of who runs the VM moves here first (a
+   * compare-and-swap); without it the guest must not resume here, and
+   * the source, finding no VM here, resumes its own copy. */
+  if (d->m->cfg.claim) {
+    rc = d->m->cfg.claim(d->m->cfg.claim_data, nc_vmm_ext_name(d->x), d->source);
+    if (rc) {
+      nc_amst_send(d->a, MSG_ABORT, "ownership", 9);
+      return nc_errinfo_set(err, 409, "ownership_failed", NULL,
+                            "could not take vm \"%s\" over in the cluster store (%s); not "
+                            "resuming it here",
+                            nc_vmm_ext_name(d->x), nc_strerror(rc));
+    }
+  }
   nc_vmm_ext_set_state(d->x, NC_VM_PAUSED, "migrated in; resuming");
   char desc[200];
   rc = qmp(d->x, "cont", NULL, NULL, desc, sizeof desc);
@@ -1496,6 +1510,8 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
   d->tls = want_tls;
   d->src_pinned = want_tls;
   memcpy(d->src_fp, src_fp, want_tls ? sizeof src_fp : 0);
+  json_t *src = json_object_get(body, "source");
+  snprintf(d->source, sizeof d->source, "%s", json_is_string(src) ? json_string_value(src) : "");
   nc_rand_system()->fill(nc_rand_system(), d->session, sizeof d->session);
   memcpy(&d->session64, d->session, sizeof d->session64);
   d->session64 |= 1; /* the page cache reserves 0 for "no session" */

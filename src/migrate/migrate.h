@@ -59,6 +59,11 @@ struct nc_migrate_config {
   /* This node's DWCP identity (dwcp/tls.h); NULL only with TLS off. */
   struct nc_tls *tls;
   enum nc_migrate_tls tls_mode;
+  /* Destination side, may be NULL: takes ownership of the VM in the
+   * cluster (from the source node) after the source handed over and
+   * before the guest resumes; non-zero keeps it from resuming here. */
+  int (*claim)(void *data, const char *vm, const char *from);
+  void *claim_data;
 };
 
 int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out);

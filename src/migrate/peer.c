@@ -44,6 +44,10 @@ int nc__peer_call(const char *method, const char *base, const char *path, const 
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
     hdrs = curl_slist_append(hdrs, auth);
   }
+  /* A call between nodes is answered by the node it reaches: in a cluster
+   * it must not be forwarded to a VM's owner (the migration's hand-over
+   * check asks the destination what *it* holds). */
+  hdrs = curl_slist_append(hdrs, NC_PEER_DIRECT_HEADER ": 1");
   char *text = NULL;
   if (body) {
     text = json_dumps(body, JSON_COMPACT);

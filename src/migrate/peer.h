@@ -5,6 +5,8 @@
 #include <jansson.h>
 
 #define NC_PEER_RESPONSE_MAX (1024 * 1024)
+/* Sent on every node-to-node call; the API answers such a request itself. */
+#define NC_PEER_DIRECT_HEADER "X-Novacron-Direct"
 
 /* method: "GET" or "POST"; base: "HOST:PORT"; path: "/v1/..."; body may be
  * NULL. On success (any HTTP status) returns 0 with *status and *out (the

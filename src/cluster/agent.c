@@ -1,0 +1,230 @@
+/* The node agent: makes this node's VMs match the cluster's records.
+ *
+ * Every NC_CL_TICK_MS (and soon after any change under /cluster/vms/):
+ *  - a record placed on this node with no local VM: create it here (and
+ *    start it when the record asks), then mark the record "created";
+ *  - a "created" record of this node whose local VM is gone: the user
+ *    deleted it here, so drop the record;
+ *  - a local HA VM that failed (fenced, or its QEMU died) while its record
+ *    still names this node: restart it here, after claiming the record so
+ *    the controller cannot move it at the same moment;
+ *  - a local VM whose record names another node and says it was evicted
+ *    from here (an HA restart elsewhere): delete the stale local copy;
+ *  - a local VM with no record (defined before the node joined, or by a
+ *    clone): record it as this node's.
+ * VMs busy with an operation (a migration in or out, say) are left alone.
+ * The run dirs of local HA VMs go to the fence file (cluster.c). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster_int.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/sync.h"
+#include "vm/image.h"
+#include "vm/manager.h"
+
+#define COMPONENT "cluster"
+
+static const char *jstr(json_t *o, const char *k) {
+  const char *s = json_string_value(json_object_get(o, k));
+  return s ? s : "";
+}
+
+static void set_ha_dirs(struct nc_cluster *c, json_t *names) {
+  size_t n = json_array_size(names);
+  char **dirs = calloc(n ? n : 1, sizeof *dirs);
+  if (!dirs)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    char d[1200];
+    snprintf(d, sizeof d, "%s/vms/%s", c->data_dir, json_string_value(json_array_get(names, i)));
+    dirs[i] = strdup(d);
+  }
+  pthread_mutex_lock(&c->mu);
+  for (size_t i = 0; i < c->nha; i++)
+    free(c->ha_dirs[i]);
+  free(c->ha_dirs);
+  c->ha_dirs = dirs;
+  c->nha = n;
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void record_status(struct nc_cluster *c, const char *name, json_t *rec, int64_t rev,
+                          const char *status, const char *error) {
+  char key[128];
+  snprintf(key, sizeof key, NC_CL_VMS "%s", name);
+  json_t *r = json_deep_copy(rec);
+  json_object_set_new(r, "status", json_string(status));
+  if (error)
+    json_object_set_new(r, "error", json_string(error));
+  else
+    json_object_del(r, "error");
+  int rc = nc__cl_cas_json(c->cfg.store, key, rev, r, 0);
+  if (rc && rc != NC_E_TXNFAIL)
+    nc_warn(COMPONENT, "vm \"%s\": cannot record status %s: %s", name, status, nc_strerror(rc));
+  json_decref(r);
+}
+
+static void create_here(struct nc_cluster *c, const char *name, json_t *rec, int64_t rev) {
+  json_t *req = json_deep_copy(json_object_get(rec, "spec"));
+  if (!json_is_object(req)) {
+    json_decref(req);
+    record_status(c, name, rec, rev, "failed", "the record has no spec");
+    return;
+  }
+  json_object_set_new(req, "start", json_boolean(json_is_true(json_object_get(rec, "start"))));
+  json_t *out = NULL;
+  struct nc_errinfo err = {0};
+  int rc = nc_vmm_create(c->cfg.vmm, req, &out, &err);
+  json_decref(req);
+  json_decref(out);
+  if (rc && err.status != 409) {
+    nc_warn(COMPONENT, "vm \"%s\": cannot create it here: %s", name, err.message);
+    record_status(c, name, rec, rev, "failed", err.message);
+    return;
+  }
+  nc_info(COMPONENT, "vm \"%s\": created here as the cluster placed it", name);
+  record_status(c, name, rec, rev, "created", NULL);
+}
+
+static void adopt_record(struct nc_cluster *c, json_t *vm) {
+  const char *name = jstr(vm, "name");
+  json_t *spec = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O, s:O}", "name", name, "vcpus",
+                           json_object_get(vm, "vcpus"), "memory",
+                           json_object_get(vm, "memory_bytes"), "image",
+                           json_object_get(vm, "image"), "nic", json_object_get(vm, "nic"),
+                           "labels", json_object_get(vm, "labels"), "cmdline_append",
+                           json_object_get(vm, "cmdline_append"));
+  if (!spec)
+    return;
+  json_t *rec = json_pack("{s:s, s:o, s:b, s:s, s:b, s:i, s:s}", "name", name, "spec", spec,
+                          "start", strcmp(jstr(vm, "desired_state"), "running") == 0, "node",
+                          c->node, "ha", 0, "ha_priority", 0, "status", "created");
+  char key[128];
+  snprintf(key, sizeof key, NC_CL_VMS "%s", name);
+  if (nc__cl_cas_json(c->cfg.store, key, 0, rec, 0) == 0)
+    nc_info(COMPONENT, "vm \"%s\": recorded in the cluster as this node's", name);
+  json_decref(rec);
+}
+
+static void delete_local(struct nc_cluster *c, const char *name, const char *why) {
+  json_t *out = NULL;
+  struct nc_errinfo err = {0};
+  nc_warn(COMPONENT, "vm \"%s\": deleting the local copy: %s", name, why);
+  if (nc_vmm_action(c->cfg.vmm, name, NC_ACT_DELETE, NULL, &out, &err) != 0)
+    nc_warn(COMPONENT, "vm \"%s\": cannot delete the local copy: %s", name, err.message);
+  json_decref(out);
+}
+
+static void restart_here(struct nc_cluster *c, const char *name, json_t *rec, int64_t rev) {
+  char key[128];
+  snprintf(key, sizeof key, NC_CL_VMS "%s", name);
+  json_t *r = json_deep_copy(rec);
+  json_object_set_new(r, "restarts",
+                      json_integer(json_integer_value(json_object_get(rec, "restarts")) + 1));
+  int rc = nc__cl_cas_json(c->cfg.store, key, rev, r, 0);
+  json_decref(r);
+  if (rc)
+    return; /* the controller moved it meanwhile, or the store is away */
+  nc_warn(COMPONENT, "vm \"%s\": HA vm is down here; restarting it", name);
+  json_t *out = NULL;
+  struct nc_errinfo err = {0};
+  if (nc_vmm_action(c->cfg.vmm, name, NC_ACT_START, NULL, &out, &err) != 0)
+    nc_warn(COMPONENT, "vm \"%s\": HA restart failed: %s", name, err.message);
+  json_decref(out);
+}
+
+static void sync_once(struct nc_cluster *c) {
+  json_t *recs = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
+  if (!recs)
+    return; /* store unreachable: change nothing */
+  bool valid = nc__cl_lease_valid(c);
+  json_t *local = nc_vmm_list(c->cfg.vmm);
+  json_t *by_name = json_object();
+  size_t i;
+  json_t *vm;
+  json_array_foreach(local, i, vm) json_object_set(by_name, jstr(vm, "name"), vm);
+
+  json_t *ha = json_array();
+  const char *name;
+  json_t *e;
+  json_object_foreach(recs, name, e) {
+    json_t *rec = json_object_get(e, "v");
+    int64_t rev = json_integer_value(json_object_get(e, "rev"));
+    const char *node = jstr(rec, "node");
+    const char *status = jstr(rec, "status");
+    json_t *lv = json_object_get(by_name, name);
+    bool mine = strcmp(node, c->node) == 0;
+    bool busy = lv && !json_is_null(json_object_get(lv, "operation"));
+    if (mine && json_is_true(json_object_get(rec, "ha")) && lv)
+      json_array_append_new(ha, json_string(name));
+    if (!valid || busy)
+      continue; /* without a lease this node decides nothing */
+    if (mine && !lv && strcmp(status, "placed") == 0) {
+      create_here(c, name, rec, rev);
+    } else if (mine && !lv && strcmp(status, "created") == 0) {
+      char key[128];
+      snprintf(key, sizeof key, NC_CL_VMS "%s", name);
+      if (nc__cl_cas_delete(c->cfg.store, key, rev) == 0)
+        nc_info(COMPONENT, "vm \"%s\": deleted here; dropped from the cluster", name);
+    } else if (mine && lv && strcmp(status, "placed") == 0) {
+      record_status(c, name, rec, rev, "created", NULL);
+    } else if (mine && lv && json_is_true(json_object_get(rec, "ha")) &&
+               strcmp(jstr(lv, "state"), "failed") == 0 &&
+               strcmp(jstr(lv, "desired_state"), "running") == 0) {
+      restart_here(c, name, rec, rev);
+    } else if (!mine && lv && strcmp(jstr(rec, "evicted_from"), c->node) == 0) {
+      delete_local(c, name, "the cluster restarted it on another node while this one had "
+                            "lost its lease");
+    }
+  }
+  set_ha_dirs(c, ha);
+  json_decref(ha);
+
+  if (valid) {
+    json_array_foreach(local, i, vm) {
+      const char *n = jstr(vm, "name");
+      if (!json_object_get(recs, n) && json_is_null(json_object_get(vm, "operation")) &&
+          strcmp(jstr(vm, "state"), "migrating") != 0)
+        adopt_record(c, vm);
+    }
+  }
+  json_decref(by_name);
+  json_decref(local);
+  json_decref(recs);
+}
+
+static void publish_images(struct nc_cluster *c, json_t **last) {
+  json_t *imgs = nc_image_list_json(c->cfg.node_store);
+  if (!imgs)
+    return;
+  json_t *names = json_array();
+  size_t i;
+  json_t *im;
+  json_array_foreach(imgs, i, im) json_array_append(names, json_object_get(im, "name"));
+  json_decref(imgs);
+  if (*last && json_equal(*last, names)) {
+    json_decref(names);
+    return;
+  }
+  if (nc__cl_register_images(c, names) == 0) {
+    json_decref(*last);
+    *last = names;
+  } else {
+    json_decref(names);
+  }
+}
+
+void *nc__cl_agent_main(void *arg) {
+  struct nc_cluster *c = arg;
+  json_t *images = NULL;
+  do {
+    publish_images(c, &images);
+    sync_once(c);
+  } while (nc__cl_wait(c, NC_CL_TICK_MS));
+  json_decref(images);
+  return NULL;
+}
