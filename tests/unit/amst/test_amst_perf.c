@@ -1,5 +1,5 @@
 /* Loopback throughput and CPU cost of AMST for 1, 2 and 4 streams with
- * 1 MiB and 64 KiB messages. Printed, not asserted (loopback on a shared
+ * 1 MiB and 64 KiB messages, over plain TCP and over TLS 1.3. Printed, not asserted (loopback on a shared
  * 2-core machine says little about a real link); the only assertion is
  * that every byte arrived in order. NC_AMST_PERF_MIB sets the volume. */
 #include <pthread.h>
@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "amst_test.h"
+#include "dwcp/tls.h"
 
 #define MIB (1024 * 1024)
 
@@ -44,12 +45,21 @@ static double cpu_s(void) {
          ru.ru_stime.tv_usec / 1e6;
 }
 
-static void run(int streams, size_t msg, uint64_t total_mib) {
-  struct nc_amst_config cfg;
+static struct nc_tls *id_a, *id_b;
+
+static void run(int streams, size_t msg, uint64_t total_mib, bool tls) {
+  struct nc_amst_config cfg, cfg_b;
   nc_amst_config_default(&cfg);
   cfg.streams = streams;
+  cfg_b = cfg;
+  if (tls) {
+    cfg.tls = id_a;
+    cfg.tls_peer_fp = nc_tls_fingerprint(id_b);
+    cfg_b.tls = id_b;
+    cfg_b.tls_peer_fp = nc_tls_fingerprint(id_a);
+  }
   struct amst_pair p;
-  pair_open(&p, &cfg, &cfg);
+  pair_open(&p, &cfg, &cfg_b);
   struct perf_sender s = {.a = p.src, .msg = msg, .n = total_mib * MIB / msg};
   double c0 = cpu_s();
   int64_t t0 = t_now_ms();
@@ -72,10 +82,11 @@ static void run(int streams, size_t msg, uint64_t total_mib) {
   struct nc_amst_stats st;
   nc_amst_stats(p.src, &st);
   double mib = (double)(s.n * msg) / MIB;
-  printf("# amst loopback: %d stream(s) %5zu KiB msgs: %7.0f MiB/s  %5.2f Gbit/s  "
-         "cpu %.2f s (%3.0f%% of a core, %.2f ns/byte, both ends)  rtt %u us cwnd %u %s\n",
-         streams, msg / 1024, mib / wall, mib * 8 * MIB / wall / 1e9, cpu, 100 * cpu / wall,
-         cpu * 1e9 / (mib * MIB), st.s[0].rtt_us, st.s[0].cwnd, st.s[0].cc);
+  printf("# amst loopback %-5s %d stream(s) %5zu KiB msgs: %7.0f MiB/s  %5.2f Gbit/s  "
+         "cpu %.2f s (%3.0f%% of a core, %.2f ns/byte, both ends)  rtt %u us cwnd %u %s %s\n",
+         tls ? "TLS:" : "TCP:", streams, msg / 1024, mib / wall, mib * 8 * MIB / wall / 1e9, cpu,
+         100 * cpu / wall, cpu * 1e9 / (mib * MIB), st.s[0].rtt_us, st.s[0].cwnd, st.s[0].cc,
+         st.tls);
   pair_close(&p);
 }
 
@@ -84,9 +95,15 @@ static void test_throughput(void **state) {
   const char *e = getenv("NC_AMST_PERF_MIB");
   uint64_t mib = e ? strtoull(e, NULL, 10) : 256;
   static const size_t sizes[] = {1 * MIB, 64 * 1024};
+  char err[256];
+  assert_int_equal(nc_tls_new(NULL, "a", &id_a, err, sizeof err), 0);
+  assert_int_equal(nc_tls_new(NULL, "b", &id_b, err, sizeof err), 0);
   for (size_t k = 0; k < 2; k++)
     for (int streams = 1; streams <= 4; streams *= 2)
-      run(streams, sizes[k], mib);
+      for (int tls = 0; tls <= 1; tls++)
+        run(streams, sizes[k], mib, tls);
+  nc_tls_free(id_a);
+  nc_tls_free(id_b);
 }
 
 int main(void) {
