@@ -36,7 +36,7 @@ static void describe(const json_t *drain, char *buf, size_t n) {
  * time the progress changes, so a log shows how the drain went. */
 static void show(struct nc_cli *cli, const char *node, const char *text, char *last,
                  size_t last_n, bool *shown) {
-  if (strcmp(text, last) == 0)
+  if (strcmp(text, last) == 0 && (*shown || !cli->io->err_tty))
     return;
   snprintf(last, last_n, "%s", text);
   if (cli->io->err_tty) {
@@ -48,6 +48,13 @@ static void show(struct nc_cli *cli, const char *node, const char *text, char *l
     fprintf(cli->err, "draining %s: %s\n", node, text);
   }
   fflush(cli->err);
+}
+
+/* Erases the tty progress line, if one is up. */
+static void clear(struct nc_cli *cli, bool *shown) {
+  if (*shown)
+    fprintf(cli->err, "\r\033[K");
+  *shown = false;
 }
 
 static int stuck(struct nc_cli *cli, const char *node, const json_t *drain, const char *text) {
@@ -80,6 +87,10 @@ static int follow(struct nc_cli *cli, const char *node) {
     int64_t now = nc_mono_ms(cli->clock);
     json_decref(resp);
     resp = NULL;
+    /* Off the line while asking, so whatever gets printed next (an error
+     * from the request included) starts on a clean line; show() puts it
+     * back. */
+    clear(cli, &shown);
     rc = nc_cli_call(cli, "GET", "/v1/nodes", NULL, &resp);
     if (rc != NC_CLI_EXIT_OK)
       goto out;
@@ -98,10 +109,6 @@ static int follow(struct nc_cli *cli, const char *node) {
     }
     describe(drain, text, sizeof text);
     if (strcmp(state, "complete") == 0 || strcmp(state, "stuck") == 0) {
-      if (shown) {
-        fprintf(cli->err, "\r\033[K");
-        shown = false;
-      }
       if (cli->output == NC_CLI_OUTPUT_JSON)
         nc_cli_print_json(cli, n);
       if (strcmp(state, "stuck") == 0) {
@@ -121,10 +128,7 @@ static int follow(struct nc_cli *cli, const char *node) {
     if (deadline != 0 && now + DRAIN_POLL_MS > deadline) {
       char took[32];
       nc_cli_format_duration(after - start, took, sizeof took);
-      if (shown) {
-        fprintf(cli->err, "\r\033[K");
-        shown = false;
-      }
+      clear(cli, &shown);
       rc = nc_cli_fail(cli, "node \"%s\" still draining after %s (%s); the drain goes on: "
                             "watch it with 'novacron node list'",
                        node, took, text);
@@ -134,8 +138,7 @@ static int follow(struct nc_cli *cli, const char *node) {
       nc__cli_sleep_ms(cli, DRAIN_POLL_MS - (after - now));
   }
 out:
-  if (shown)
-    fprintf(cli->err, "\n");
+  clear(cli, &shown);
   fflush(cli->err);
   json_decref(resp);
   return rc;

@@ -217,6 +217,21 @@ static void test_drain_tty_progress(void **state) {
   assert_string_equal(h->out, "node \"n2\" drained: 2 VMs moved (1.0s)\n");
 }
 
+/* On a tty the stuck report starts on a line of its own. */
+static void test_drain_tty_stuck(void **state) {
+  struct harness *h = *state;
+  h->io.err_tty = true;
+  h_reply(h, 200, "{\"node\":\"n2\",\"admin\":\"draining\"}");
+  h_reply(h, 200, NODES_DRAIN("{\"state\":\"draining\",\"moved\":0,\"failed\":0,\"remaining\":1,"
+                              "\"errors\":[]}"));
+  h_reply(h, 200, NODES_DRAIN("{\"state\":\"stuck\",\"moved\":0,\"failed\":1,\"remaining\":1,"
+                              "\"errors\":[\"db-1: no node fits\"]}"));
+  h_run(h, "node", "drain", "n2", NULL);
+  check_rc(h, 1);
+  check_contains(h->err, "remaining 1\r\033[Knovacron: drain of node \"n2\" is stuck");
+  check_contains(h->err, "\n  db-1: no node fits\n");
+}
+
 static void test_drain_stuck(void **state) {
   struct harness *h = *state;
   h_reply(h, 200, "{\"node\":\"n2\",\"admin\":\"draining\"}");
@@ -661,6 +676,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_drain_to_complete, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_drain_tty_progress, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_drain_stuck, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_drain_tty_stuck, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_drain_timeout, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_drain_no_wait, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_drain_called_off, h_setup, h_teardown),
