@@ -137,12 +137,22 @@ static void restart_here(struct nc_cluster *c, const char *name, json_t *rec, in
   json_decref(out);
 }
 
+/* Asks the manager again, by name: dropping a record is for good. */
+static bool local_gone(struct nc_cluster *c, const char *name) {
+  json_t *vm = NULL;
+  struct nc_errinfo err = {0};
+  int rc = nc_vmm_get(c->cfg.vmm, name, &vm, &err);
+  json_decref(vm);
+  return rc != 0 && err.status == 404;
+}
+
 static void sync_once(struct nc_cluster *c) {
   json_t *recs = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
   if (!recs)
     return; /* store unreachable: change nothing */
   bool valid = nc__cl_lease_valid(c);
-  json_t *local = nc_vmm_list(c->cfg.vmm);
+  json_t *list = nc_vmm_list(c->cfg.vmm);
+  json_t *local = json_object_get(list, "vms");
   json_t *by_name = json_object();
   size_t i;
   json_t *vm;
@@ -165,7 +175,7 @@ static void sync_once(struct nc_cluster *c) {
       continue; /* without a lease this node decides nothing */
     if (mine && !lv && strcmp(status, "placed") == 0) {
       create_here(c, name, rec, rev);
-    } else if (mine && !lv && strcmp(status, "created") == 0) {
+    } else if (mine && !lv && strcmp(status, "created") == 0 && local_gone(c, name)) {
       char key[128];
       snprintf(key, sizeof key, NC_CL_VMS "%s", name);
       if (nc__cl_cas_delete(c->cfg.store, key, rev) == 0)
@@ -193,7 +203,7 @@ static void sync_once(struct nc_cluster *c) {
     }
   }
   json_decref(by_name);
-  json_decref(local);
+  json_decref(list);
   json_decref(recs);
 }
 
@@ -204,7 +214,8 @@ static void publish_images(struct nc_cluster *c, json_t **last) {
   json_t *names = json_array();
   size_t i;
   json_t *im;
-  json_array_foreach(imgs, i, im) json_array_append(names, json_object_get(im, "name"));
+  json_array_foreach(json_object_get(imgs, "images"), i, im)
+    json_array_append(names, json_object_get(im, "name"));
   json_decref(imgs);
   if (*last && json_equal(*last, names)) {
     json_decref(names);

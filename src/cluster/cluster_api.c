@@ -8,6 +8,7 @@
 #include "cluster/cluster_int.h"
 #include "migrate/peer.h"
 #include "sched/sched.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 #include "vm/spec.h"
@@ -89,6 +90,16 @@ json_t *nc_cluster_status(struct nc_cluster *c) {
   return out;
 }
 
+static size_t vms_on(struct nc_cluster *c, const char *node) {
+  json_t *vms = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
+  size_t n = 0;
+  const char *name;
+  json_t *e;
+  json_object_foreach(vms, name, e) n += strcmp(jstr(json_object_get(e, "v"), "node"), node) == 0;
+  json_decref(vms);
+  return n;
+}
+
 int nc_cluster_node_admin(struct nc_cluster *c, const char *node, const char *action,
                           json_t **out, struct nc_errinfo *err) {
   const char *to = strcmp(action, "cordon") == 0     ? "cordoned"
@@ -110,9 +121,10 @@ int nc_cluster_node_admin(struct nc_cluster *c, const char *node, const char *ac
                             "no node \"%s\" in the cluster (see `novacron node list`)", node);
     json_object_set_new(n, "admin", json_string(to));
     if (strcmp(to, "draining") == 0)
-      json_object_set_new(n, "drain", json_pack("{s:s, s:i, s:i, s:[], s:[]}", "state",
-                                                "draining", "moved", 0, "failed", 0, "errors",
-                                                "skip"));
+      json_object_set_new(n, "drain", json_pack("{s:s, s:i, s:i, s:I, s:[], s:[]}", "state",
+                                                "draining", "moved", 0, "failed", 0,
+                                                "remaining", (json_int_t)vms_on(c, node),
+                                                "errors", "skip"));
     else
       json_object_del(n, "drain");
     int rc = nc__cl_cas_json(c->cfg.store, key, rev, n, 0);
@@ -303,7 +315,8 @@ int nc_cluster_vm_create(struct nc_cluster *c, json_t *req, json_t **out,
   int rc = parse_create(c, req, &rec, err);
   if (rc)
     return rc;
-  const char *name = jstr(rec, "name");
+  char name[NC_NAME_MAX + 1];
+  snprintf(name, sizeof name, "%s", jstr(rec, "name"));
   char key[128];
   snprintf(key, sizeof key, NC_CL_VMS "%s", name);
   if (json_object_get(rec, "node")) {
@@ -409,6 +422,10 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
     snprintf(key, sizeof key, "/nodes/%s/nc/vms/%s", node, name);
     json_t *local = *node ? nc__cl_get_json(c->cfg.store, key, NULL) : NULL;
     json_t *spec = json_object_get(r, "spec");
+    char created[NC_ISO8601_LEN] = "";
+    if (local)
+      nc_iso8601(json_integer_value(json_object_get(local, "created_ms")), created,
+                 sizeof created);
     const char *state = local ? jstr(local, "state") : jstr(r, "status");
     if (*node && !json_object_get(alive, node))
       state = "unknown";
@@ -418,6 +435,9 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
                        json_object_get(spec, "memory"), "image", jstr(spec, "image"), "state",
                        state, "ha", json_is_true(json_object_get(r, "ha")), "status",
                        jstr(r, "status")));
+    if (created[0])
+      json_object_set_new(json_array_get(out, json_array_size(out) - 1), "created_at",
+                          json_string(created));
     json_decref(local);
   }
   json_decref(vms);

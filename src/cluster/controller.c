@@ -488,11 +488,12 @@ static void drain_poll(struct nc_cluster *c, struct nc_ctl *ctl) {
     snprintf(key, sizeof key, NC_CL_NODES "%s", ctl->drain_src);
     json_t *n = nc__cl_get_json(c->cfg.store, key, NULL);
     json_t *d = n ? json_object_get(n, "drain") : NULL;
-    json_t *upd = json_pack("{s:I, s:I, s:n}", "moved",
+    json_int_t rem = json_integer_value(json_object_get(d, "remaining"));
+    json_t *upd = json_pack("{s:I, s:I, s:I, s:n}", "moved",
                             json_integer_value(json_object_get(d, "moved")) + (done ? 1 : 0),
                             "failed",
                             json_integer_value(json_object_get(d, "failed")) + (failed ? 1 : 0),
-                            "current");
+                            "remaining", done && rem > 0 ? rem - 1 : rem, "current");
     if (failed) {
       json_t *errs = json_deep_copy(json_object_get(d, "errors"));
       if (!json_is_array(errs)) {
@@ -587,9 +588,8 @@ static void drain_step(struct nc_cluster *c, struct nc_ctl *ctl, struct view *v)
         snprintf(ctl->drain_src_api, sizeof ctl->drain_src_api, "%s", jstr(n, "api"));
         ctl->drain_started_ms = nc__cl_now_ms();
         nc_info(COMPONENT, "drain of \"%s\": live-migrating vm \"%s\" to \"%s\"", node, pick, to);
-        upd = json_pack("{s:s, s:I, s:s, s:{s:s, s:s, s:s}}", "state", "draining", "remaining",
-                        (json_int_t)remaining, "started_at_op", id, "current", "vm", pick, "to",
-                        to, "operation", id);
+        upd = json_pack("{s:s, s:I, s:{s:s, s:s, s:s}}", "state", "draining", "remaining",
+                        (json_int_t)remaining, "current", "vm", pick, "to", to, "operation", id);
       } else {
         const char *msg = res ? jstr(json_object_get(res, "error"), "message") : "";
         snprintf(err.message, sizeof err.message, "cannot start the migration (%s)",
