@@ -8,9 +8,17 @@ VM keeps running on A with the same QEMU, B has nothing. A VM that does
 not exist is 404; a stopped one is 409. A migration to an address where no
 node answers is accepted (202) and its operation fails, naming the
 address, while the VM keeps running. The CLI reports the same refusals
-with the documented exit statuses."""
+with the documented exit statuses.
+
+TLS: a man in the middle on the API path (a proxy in B's namespace) swaps
+the certificate fingerprint in B's answer to the incoming request: the
+source must refuse B's DWCP endpoint (peer_key_mismatch) before sending
+anything, and the VM keeps running on A. B refuses an incoming request for
+plain TCP (its dwcp_tls = auto on a non-loopback address): 409
+tls_required."""
 
 import subprocess
+import sys
 import time
 
 import nc
@@ -19,6 +27,39 @@ from nc import expect_eq, fail
 
 NAME = "mig-bad"
 ANY = object()
+
+# A proxy for B's API that passes everything through but puts another
+# fingerprint into the answer to POST /v1/migrations/incoming.
+MITM = r"""
+import http.server, json, sys, urllib.error, urllib.request
+host, port, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    def relay(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        req = urllib.request.Request("http://" + target + self.path,
+                                     data=self.rfile.read(n) if n else None, method=self.command)
+        for k in ("Authorization", "Content-Type", "X-Novacron-Direct"):
+            if self.headers.get(k):
+                req.add_header(k, self.headers[k])
+        try:
+            r = urllib.request.urlopen(req, timeout=60)
+            status, data = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, data = e.code, e.read()
+        if self.path == "/v1/migrations/incoming" and status in (200, 201):
+            j = json.loads(data)
+            j["fingerprint"] = "ab" * 32
+            data = json.dumps(j).encode()
+            sys.stderr.write("mitm: swapped the fingerprint\n")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    do_GET = do_POST = relay
+http.server.ThreadingHTTPServer((host, port), H).serve_forever()
+"""
+MITM_PORT = 8471
 
 # (what, body, status, code, field); "{b}" in "to" is node B's API address.
 CASES = [
@@ -138,6 +179,44 @@ class MigrateBadInput(M.MigrationCase):
             M.expect_runs_here(a, NAME, pid=vm["pid"], heartbeats=5)
             expect_eq("vms on B", [], b.vm_names())
             M.expect_no_qemu(b)
+        watch.check()
+
+        # ---- TLS: B refuses plain TCP; a swapped fingerprint is refused ----
+        ops_a, ops_b = self.ops(a), self.ops(b)
+        r = b.api.post("/v1/migrations/incoming", {"vm": {"name": NAME}, "source": "a",
+                                                   "streams": 1, "tls": False})
+        nc.log("incoming request for plain TCP -> %r" % r)
+        expect_eq("B's answer to a source asking for plain TCP", (409, "tls_required"),
+                  (r.status, r.error.get("code")), repr(r))
+        self.unchanged(a, b, vm, ops_a, ops_b, "the plain TCP request")
+        proxy = subprocess.Popen(["ip", "netns", "exec", self.link.ns[1], sys.executable, "-c",
+                                  MITM, b.addr, str(MITM_PORT), b.endpoint],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, preexec_fn=nc._die_with_parent)
+        self.addCleanup(lambda: (proxy.kill(), proxy.wait(10)))
+
+        def proxy_up():
+            r = subprocess.run(["ip", "netns", "exec", self.link.ns[0], sys.executable, "-c",
+                                "import socket,sys; socket.create_connection((sys.argv[1], "
+                                "int(sys.argv[2])), 1)", b.addr, str(MITM_PORT)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return r.returncode == 0
+        nc.poll("the API proxy to listen", proxy_up, 15)
+        t = time.monotonic()
+        op = a.migrate(NAME, "%s:%d" % (b.addr, MITM_PORT))
+        done = a.wait_op(op, 90)
+        err = done.get("error") or {}
+        nc.log("migrate through the fingerprint-swapping proxy: %s after %.1f s: %r"
+               % (done["status"], time.monotonic() - t, err))
+        expect_eq("status of a migration whose destination fingerprint was swapped", "failed",
+                  done["status"], "operation: %r" % done)
+        expect_eq("error code", "peer_key_mismatch", err.get("code"), repr(err))
+        if "ab" * 32 not in (err.get("message") or ""):
+            fail("the error does not name the fingerprint it expected: %r" % err)
+        M.expect_runs_here(a, NAME, pid=vm["pid"], heartbeats=5)
+        # B gives up on the streams that never came (its accept timeout).
+        nc.poll("B to drop the incoming vm", lambda: b.vm_names() == [], 60)
+        M.expect_no_qemu(b)
         watch.check()
 
         # ---- a stopped VM: 409 ----
