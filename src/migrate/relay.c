@@ -332,6 +332,8 @@ static void *dest_main(void *arg) {
     r->tls = NULL;
     close(fd);
   }
+  nc_info("migrate", "disk relay: the source connected%s%s", r->tls ? " over " : " (plain TCP)",
+          r->tls ? nc_tls_cipher(r->tls) : "");
   unsigned int uto = PEER_USER_TIMEOUT_MS;
   int one = 1;
   setsockopt(r->peer_fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
