@@ -216,6 +216,21 @@ static enum MHD_Result h_node_action(struct call *c) {
   return finish(c, rc, 200, out, &err);
 }
 
+static enum MHD_Result h_cluster_setup(struct call *c) {
+  const char *what = c->seg[2];
+  if (strcmp(what, "init") != 0 && strcmp(what, "join") != 0 && strcmp(what, "members") != 0)
+    return send_error(c, 404, "not_found", NULL,
+                      "no such cluster call (init, join or members; see docs/cluster.md)");
+  if (!c->api->cfg.cluster_setup)
+    return send_error(c, 503, "unavailable", NULL, "cluster set-up is not available");
+  if (!c->body)
+    return send_error(c, 400, "bad_json", NULL, "the request body must be a JSON object");
+  struct nc_errinfo err = {0};
+  json_t *out = NULL;
+  int rc = c->api->cfg.cluster_setup(c->api->cfg.cluster_setup_data, what, c->body, &out, &err);
+  return finish(c, rc, 200, out, &err);
+}
+
 static enum MHD_Result h_explain(struct call *c) {
   if (!c->api->cfg.cluster)
     return no_cluster(c);
@@ -585,6 +600,7 @@ static const struct route routes[] = {
     {"GET", "/v1/events", h_events, false},
     {"POST", "/v1/migrations/incoming", h_migration_incoming, false},
     {"GET", "/v1/cluster", h_cluster, false},
+    {"POST", "/v1/cluster/{call}", h_cluster_setup, false},
     {"GET", "/v1/nodes", h_nodes, false},
     {"POST", "/v1/nodes/{node}/{action}", h_node_action, false},
     {"POST", "/v1/placement/explain", h_explain, false},

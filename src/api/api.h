@@ -50,6 +50,12 @@ struct nc_api_config {
    * VM and operation routes for VMs on other nodes are forwarded to the
    * node that has them, and the cluster routes are served. */
   struct nc_cluster *cluster;
+  /* Forming a cluster (POST /v1/cluster/{init,join,members}); what is
+   * "init", "join" or "members"; same contract as cluster/bootstrap.h.
+   * NULL: answered 503. */
+  int (*cluster_setup)(void *data, const char *what, json_t *body, json_t **out,
+                       struct nc_errinfo *err);
+  void *cluster_setup_data;
   /* Readiness: returns {"ready": bool, "components": [...]}; new ref. */
   json_t *(*readiness)(void *data);
   void *readiness_data;

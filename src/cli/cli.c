@@ -112,6 +112,18 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      nc_cli_cmd_node_drain},
     {"cluster", "status", "", "show the controller and every node of the cluster", NULL,
      nc_cli_cmd_cluster_status},
+    {"cluster", "init", "--address IP [--etcd-client-port N] [--etcd-peer-port N]",
+     "make this node the first of a new cluster (starts its etcd member)",
+     "  --address IP           this node's address, the one other nodes reach it on\n"
+     "  --etcd-client-port N   etcd's client port (default 2379)\n"
+     "  --etcd-peer-port N     etcd's peer port (default 2380)\n",
+     nc_cli_cmd_cluster_init},
+    {"cluster", "join", "MEMBER --token TOKEN --address IP [--worker] [--etcd-*-port N]",
+     "join the cluster a node at MEMBER (HOST:PORT of its API) belongs to",
+     "  --token TOKEN          the cluster token `cluster init` printed\n"
+     "  --address IP           this node's address, the one other nodes reach it on\n"
+     "  --worker               run no etcd member here (only control-plane nodes do)\n",
+     nc_cli_cmd_cluster_join},
     {"op", "list", "", "list recent operations: ID KIND TARGET STATUS PROGRESS AGE", NULL,
      nc_cli_cmd_op_list},
     {"op", "show", "ID [--wait]", "show an operation",

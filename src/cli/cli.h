@@ -141,6 +141,8 @@ int nc_cli_cmd_node_cordon(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_node_uncordon(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_node_drain(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_cluster_status(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_cluster_init(struct nc_cli *cli, int argc, char **argv);
+int nc_cli_cmd_cluster_join(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_list(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_show(struct nc_cli *cli, int argc, char **argv);
 int nc_cli_cmd_op_cancel(struct nc_cli *cli, int argc, char **argv);

@@ -20,7 +20,9 @@
 #include "api/api.h"
 #include "boot/boot.h"
 #include "boot/config.h"
+#include "cluster/bootstrap.h"
 #include "cluster/cluster.h"
+#include "cluster/etcd_member.h"
 #include "cluster/fence.h"
 #include "hv/qemu.h"
 #include "nc_version.h"
@@ -53,7 +55,11 @@ struct daemon {
   struct nc_store *store;  /* this node's records: the whole store, or its view in a cluster */
   struct nc_store *shared; /* the cluster's store (etcd), NULL on a single node */
   struct nc_cluster *cluster;
+  struct nc_etcd_member *member; /* this node's etcd member, if it runs one */
+  bool control_plane;
   char self_exe[1024];
+  char **argv;   /* to restart in place (cluster init/join) */
+  bool reexec;
   struct nc_hv *hv;
   struct nc_events *events;
   struct nc_ops *ops;
@@ -219,8 +225,14 @@ static int c_token(void *ctx, char *err, size_t len) {
  * and sent to peers (live migration). */
 static int c_cluster_token(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
-  if (!d->cfg.cluster_token_file[0])
-    return 0;
+  if (!d->cfg.cluster_token_file[0]) {
+    /* written by cluster init/join (cluster/bootstrap.h) */
+    char path[NC_CONFIG_VALUE_MAX + 1];
+    snprintf(path, sizeof path, "%.1000s/cluster.token", d->cfg.data_dir);
+    if (access(path, F_OK) != 0)
+      return 0;
+    snprintf(d->cfg.cluster_token_file, sizeof d->cfg.cluster_token_file, "%s", path);
+  }
   struct stat st;
   int fd = open(d->cfg.cluster_token_file, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fstat(fd, &st) != 0) {
@@ -250,15 +262,42 @@ static int c_cluster_token(void *ctx, char *err, size_t len) {
 
 static int c_store(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
-  char uri[1200];
-  if (d->cfg.store[0])
+  char uri[2100];
+  struct nc_cluster_boot boot;
+  int brc = d->cfg.store[0] ? -ENOENT : nc_cluster_boot_load(d->cfg.data_dir, &boot);
+  d->control_plane = d->cfg.control_plane;
+  if (brc == -EINVAL) {
+    snprintf(err, len, "%s/cluster.json is damaged (see the log)", d->cfg.data_dir);
+    return brc;
+  }
+  if (d->cfg.store[0]) {
     snprintf(uri, sizeof uri, "%s", d->cfg.store);
-  else
+  } else if (brc == 0) {
+    /* Formed by cluster init/join: run this node's etcd member (adopting
+     * one that kept running) and use the cluster's endpoints. */
+    snprintf(uri, sizeof uri, "%s", boot.store_uri);
+    d->control_plane = boot.control_plane;
+    if (boot.has_member) {
+      struct nc_errinfo merr = {0};
+      struct nc_etcd_member_config mc = {.data_dir = boot.member_dir, .start_timeout_ms = -1};
+      int rc = nc_etcd_member_start(&mc, &d->member, &merr);
+      if (rc) {
+        snprintf(err, len, "cannot run this node's etcd member: %s", merr.message);
+        return rc;
+      }
+      if (nc_etcd_member_wait_healthy(d->member, 30000, &merr) != 0)
+        nc_warn("boot", "this node's etcd member is not healthy yet (%s); using the other "
+                        "members", merr.message);
+    }
+  } else {
     snprintf(uri, sizeof uri, "sqlite:%s/state.db", d->cfg.data_dir);
+  }
   struct nc_store *s = NULL;
   int rc = nc_store_open(uri, nc_clock_system(), &s);
   if (rc) {
     snprintf(err, len, "cannot open the store %s: %s", uri, nc_strerror(rc));
+    nc_etcd_member_stop(d->member, false);
+    d->member = NULL;
     return rc;
   }
   if (strncmp(uri, "etcd:", 5) != 0) {
@@ -285,6 +324,54 @@ static void s_store(void *ctx) {
   d->store = NULL;
   nc_store_close(d->shared);
   d->shared = NULL;
+  nc_etcd_member_stop(d->member, false); /* etcd keeps serving; adopted at the next start */
+  d->member = NULL;
+}
+
+/* POST /v1/cluster/{init,join,members}. init and join restart the daemon
+ * in cluster mode once answered. */
+static void *reexec_soon(void *arg) {
+  (void)arg;
+  usleep(300 * 1000); /* let the answer go out */
+  kill(getpid(), SIGUSR1);
+  return NULL;
+}
+
+static int api_cluster_setup(void *data, const char *what, json_t *body, json_t **out,
+                             struct nc_errinfo *err) {
+  struct daemon *d = data;
+  if (strcmp(what, "members") == 0) {
+    if (!d->shared)
+      return nc_errinfo_set(err, 404, "not_clustered", NULL, "this node is not in a cluster");
+    return nc_cluster_members_add(d->cfg.data_dir, body, out, err);
+  }
+  if (d->shared)
+    return nc_errinfo_set(err, 409, "conflict", NULL, "this node is already in a cluster");
+  if (d->cfg.store[0])
+    return nc_errinfo_set(err, 409, "conflict", NULL,
+                          "this node's store is set by configuration (store = ...); remove "
+                          "it to let cluster %s manage the store",
+                          what);
+  if (!d->cfg.listen_host[0] || d->cfg.listen_port == 0 ||
+      strcmp(d->cfg.listen_host, "0.0.0.0") == 0 || strcmp(d->cfg.listen_host, "::") == 0)
+    return nc_errinfo_set(err, 422, "unprocessable", NULL,
+                          "a cluster node needs `listen = ADDRESS:PORT` with the address other "
+                          "nodes reach its API on (not 0.0.0.0, not port 0); set it and "
+                          "restart first");
+  char api[300];
+  snprintf(api, sizeof api, strchr(d->cfg.listen_host, ':') ? "[%s]:%d" : "%s:%d",
+           d->cfg.listen_host, d->cfg.listen_port);
+  struct nc_cluster_setup cs = {.data_dir = d->cfg.data_dir, .node_name = d->cfg.node_name,
+                                .api_addr = api, .local = d->store,
+                                .cluster_token = d->cluster_token[0] ? d->cluster_token : NULL};
+  int rc = strcmp(what, "init") == 0 ? nc_cluster_init(&cs, body, out, err)
+                                     : nc_cluster_join(&cs, body, out, err);
+  if (rc == 0) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, reexec_soon, NULL) == 0)
+      pthread_detach(t);
+  }
+  return rc;
 }
 
 /* ---- cluster ------------------------------------------------------------ */
@@ -339,7 +426,7 @@ static int c_cluster(void *ctx, char *err, size_t len) {
       .zone = d->cfg.zone,
       .rack = d->cfg.rack,
       .labels = labels,
-      .control_plane = d->cfg.control_plane,
+      .control_plane = d->control_plane,
       .lease_ttl_ms = d->cfg.lease_ttl_ms,
       .spread = strcmp(d->cfg.placement, "spread") == 0,
       .self_exe = d->self_exe,
@@ -543,6 +630,8 @@ static int c_api(void *ctx, char *err, size_t len) {
       .readiness = readiness,
       .readiness_data = d,
       .cluster = d->cluster,
+      .cluster_setup = api_cluster_setup,
+      .cluster_setup_data = d,
 #ifdef NC_WITH_MIGRATE
       .migrate_start = api_migrate_start,
       .migrate_incoming = api_migrate_incoming,
@@ -758,6 +847,7 @@ int main(int argc, char **argv) {
   ssize_t sl = readlink("/proc/self/exe", d.self_exe, sizeof d.self_exe - 1);
   if (sl > 0)
     d.self_exe[sl] = '\0';
+  d.argv = argv;
   int rc = parse_args(&d, argc, argv);
   if (rc)
     return rc;
@@ -769,6 +859,7 @@ int main(int argc, char **argv) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR1); /* internal: restart in place (cluster init/join) */
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 
@@ -819,11 +910,21 @@ int main(int argc, char **argv) {
     }
     break;
   }
-  nc_info("main", "signal %d: shutting down; VMs keep running", sig);
+  if (sig == SIGUSR1)
+    nc_info("main", "restarting in cluster mode; VMs keep running");
+  else
+    nc_info("main", "signal %d: shutting down; VMs keep running", sig);
   /* The probe must finish before the VM manager it updates goes away;
    * stop in reverse start order does exactly that. */
   nc_boot_shutdown(d.boot);
   nc_boot_free(d.boot);
   nc_metrics_free(d.metrics);
+  if (sig == SIGUSR1) {
+    /* Same pid, same arguments; every descriptor of ours is close-on-exec. */
+    execv(d.self_exe, d.argv);
+    fprintf(stderr, "novacrond: cannot restart itself (%s): %s; start it again\n", d.self_exe,
+            strerror(errno));
+    return 1;
+  }
   return 0;
 }
