@@ -35,6 +35,7 @@ void nc_config_defaults(struct nc_config *cfg) {
   snprintf(cfg->qemu, sizeof cfg->qemu, "qemu-system-x86_64");
   snprintf(cfg->qemu_img, sizeof cfg->qemu_img, "qemu-img");
   cfg->accel = NC_ACCEL_PREF_AUTO;
+  snprintf(cfg->hypervisor, sizeof cfg->hypervisor, "qemu");
   cfg->stop_timeout_s = 30;
   cfg->reconcile_interval_ms = 1000;
   cfg->kvm_probe_timeout_ms = 8000;
@@ -179,6 +180,15 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       snprintf(err, err_len, "accel \"%s\" must be auto, tcg or kvm", vex);
       return -EINVAL;
     }
+  } else if (strcmp(key, "hypervisor") == 0) {
+    if (strcmp(value, "qemu") != 0 && strcmp(value, "noop") != 0) {
+      snprintf(err, err_len,
+               "hypervisor \"%s\" must be qemu, or noop (runs no guests; for control-plane "
+               "benchmarks only)",
+               vex);
+      return -EINVAL;
+    }
+    snprintf(cfg->hypervisor, sizeof cfg->hypervisor, "%s", value);
   } else if (strcmp(key, "stop_timeout_s") == 0) {
     if (parse_int(value, 1, 3600, &cfg->stop_timeout_s) != 0) {
       snprintf(err, err_len, "stop_timeout_s must be a whole number of seconds, 1 to 3600");
@@ -263,9 +273,9 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
   } else {
     snprintf(err, err_len,
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
-             "qemu_img, accel, stop_timeout_s, reconcile_interval_ms, kvm_probe_timeout_ms, "
-             "cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, store, zone, rack, "
-             "labels, control_plane, lease_ttl_ms, placement)",
+             "qemu_img, accel, hypervisor, stop_timeout_s, reconcile_interval_ms, "
+             "kvm_probe_timeout_ms, cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, "
+             "store, zone, rack, labels, control_plane, lease_ttl_ms, placement)",
              kex);
     return -EINVAL;
   }

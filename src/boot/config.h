@@ -25,6 +25,7 @@ struct nc_config {
   char qemu[NC_CONFIG_VALUE_MAX + 1];
   char qemu_img[NC_CONFIG_VALUE_MAX + 1];
   enum nc_accel_pref accel;
+  char hypervisor[8];   /* "qemu", or "noop" (no guests; control-plane benchmarks) */
   int stop_timeout_s;
   int reconcile_interval_ms;
   int kvm_probe_timeout_ms;

@@ -24,6 +24,7 @@
 #include "cluster/cluster.h"
 #include "cluster/etcd_member.h"
 #include "cluster/fence.h"
+#include "hv/noop.h"
 #include "hv/qemu.h"
 #include "nc_version.h"
 #include "obs/metrics.h"
@@ -76,6 +77,10 @@ struct daemon {
   bool probe_running;
 };
 
+/* hypervisor = noop: no guests run (hv/noop.h), so nothing of QEMU is
+ * needed or probed. For control-plane benchmarks only. */
+static bool hv_noop(const struct daemon *d) { return strcmp(d->cfg.hypervisor, "noop") == 0; }
+
 /* ---- pre-init ----------------------------------------------------------- */
 
 static int c_logging(void *ctx, char *err, size_t len) {
@@ -106,6 +111,10 @@ static int c_metrics(void *ctx, char *err, size_t len) {
 
 static int c_qemu(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
+  if (hv_noop(d)) {
+    snprintf(err, len, "not checked: hypervisor = noop runs no guests");
+    return 0;
+  }
   int rc = nc_hv_qemu_version(d->cfg.qemu, &d->qemu_major, &d->qemu_minor);
   if (rc) {
     snprintf(err, len,
@@ -446,6 +455,14 @@ static void s_cluster(void *ctx) {
 
 static int c_hv(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
+  if (hv_noop(d)) {
+    int rc = nc_hv_noop_new(&d->hv);
+    if (rc)
+      snprintf(err, len, "cannot set up the noop driver: %s", nc_strerror(rc));
+    else
+      snprintf(err, len, "noop driver: no guests run (control-plane benchmarks only)");
+    return rc;
+  }
   struct nc_hv_qemu_config qc = {.qemu_path = d->cfg.qemu, .qemu_img_path = d->cfg.qemu_img};
   int rc = nc_hv_qemu_new(&qc, &d->hv);
   if (rc)
@@ -486,6 +503,13 @@ static void s_node_key(void *ctx) {
 
 static int disk_overlay(void *data, const char *base, const char *overlay) {
   struct daemon *d = data;
+  if (hv_noop(d)) { /* nothing reads it: an empty placeholder, no qemu-img */
+    int fd = open(overlay, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return -errno;
+    close(fd);
+    return 0;
+  }
   return nc_hv_qemu_create_overlay(d->cfg.qemu_img, base, overlay);
 }
 
@@ -540,6 +564,10 @@ static void s_vmm(void *ctx) {
 #ifdef NC_WITH_MIGRATE
 static int c_migrate(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
+  if (hv_noop(d)) { /* migration drives QEMU over QMP */
+    snprintf(err, len, "live migration needs hypervisor = qemu");
+    return -ENOTSUP;
+  }
   if (d->cfg.page_cache_bytes > 0) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/pcache", d->cfg.data_dir);
@@ -736,6 +764,10 @@ static void *probe_main(void *arg) {
 
 static int c_probe(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
+  if (hv_noop(d)) {
+    snprintf(err, len, "not probed: hypervisor = noop runs no guests");
+    return 0;
+  }
   if (d->cfg.accel != NC_ACCEL_PREF_AUTO) {
     snprintf(err, len, "accel pinned to %s by configuration",
              d->cfg.accel == NC_ACCEL_PREF_KVM ? "kvm" : "tcg");
@@ -765,7 +797,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: novacrond [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
           "                 [--node-name NAME] [--log-level debug|info|warn|error]\n"
-          "                 [--accel auto|tcg|kvm] [--qemu PATH]\n"
+          "                 [--accel auto|tcg|kvm] [--qemu PATH] [--hypervisor qemu|noop]\n"
           "                 [--cluster-token-file FILE] [--store URI]\n"
           "                 [--dwcp-tls auto|on|off] [--version]\n"
           "\n"
@@ -784,6 +816,7 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
       {"listen", required_argument, NULL, 'l'},   {"node-name", required_argument, NULL, 'n'},
       {"log-level", required_argument, NULL, 'v'}, {"accel", required_argument, NULL, 'a'},
       {"qemu", required_argument, NULL, 'q'},     {"version", no_argument, NULL, 'V'},
+      {"hypervisor", required_argument, NULL, 'H'},
       {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
   };
   const char *config = NULL;
@@ -826,7 +859,7 @@ static int parse_args(struct daemon *d, int argc, char **argv) {
                                      ['n'] = "node_name", ['v'] = "log_level",
                                      ['a'] = "accel",    ['q'] = "qemu",
                                      ['t'] = "cluster_token_file", ['s'] = "store",
-                                     ['T'] = "dwcp_tls"};
+                                     ['T'] = "dwcp_tls", ['H'] = "hypervisor"};
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (c == 'c' || c == 'V' || c == 'h')
       continue;
