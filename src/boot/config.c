@@ -44,6 +44,7 @@ void nc_config_defaults(struct nc_config *cfg) {
   cfg->control_plane = 1;
   cfg->lease_ttl_ms = 6000;
   snprintf(cfg->placement, sizeof cfg->placement, "pack");
+  cfg->rebalance_threshold_pct = 25;
 }
 
 int nc_config_parse_listen(const char *s, char *host, size_t host_len, int *port) {
@@ -264,6 +265,17 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
       snprintf(err, err_len, "lease_ttl_ms must be 3000 to 60000 (docs/ha.md)");
       return -EINVAL;
     }
+  } else if (strcmp(key, "rebalance") == 0) {
+    if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+      snprintf(err, err_len, "rebalance must be on or off (docs/cluster.md)");
+      return -EINVAL;
+    }
+    cfg->rebalance = value[1] == 'n';
+  } else if (strcmp(key, "rebalance_threshold_pct") == 0) {
+    if (parse_int(value, 5, 100, &cfg->rebalance_threshold_pct) != 0) {
+      snprintf(err, err_len, "rebalance_threshold_pct must be 5 to 100 (percent of capacity)");
+      return -EINVAL;
+    }
   } else if (strcmp(key, "placement") == 0) {
     if (strcmp(value, "pack") != 0 && strcmp(value, "spread") != 0) {
       snprintf(err, err_len, "placement \"%s\" must be pack or spread", vex);
@@ -275,7 +287,8 @@ int nc_config_set(struct nc_config *cfg, const char *key, const char *value, cha
              "unknown key \"%s\" (known: data_dir, listen, node_name, log_level, qemu, "
              "qemu_img, accel, hypervisor, stop_timeout_s, reconcile_interval_ms, "
              "kvm_probe_timeout_ms, cluster_token_file, dwcp_host, dwcp_tls, page_cache_bytes, "
-             "store, zone, rack, labels, control_plane, lease_ttl_ms, placement)",
+             "store, zone, rack, labels, control_plane, lease_ttl_ms, placement, rebalance, "
+             "rebalance_threshold_pct)",
              kex);
     return -EINVAL;
   }

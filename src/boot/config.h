@@ -40,6 +40,8 @@ struct nc_config {
   int control_plane;                    /* 1: may be elected controller */
   int lease_ttl_ms;
   char placement[8];                    /* "pack" or "spread" */
+  int rebalance;                        /* 1: the controller evens out load */
+  int rebalance_threshold_pct;          /* load gap that triggers it, percent */
 };
 
 /* Fills the built-in defaults (data_dir /var/lib/novacron, node name from

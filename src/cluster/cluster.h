@@ -62,6 +62,8 @@ struct nc_cluster_config {
   int64_t restart_grace_ms;
   double cpu_ratio, mem_ratio; /* overcommit; defaults 4.0 and 1.0 */
   bool spread;                 /* placement weight: spread (default pack) */
+  bool rebalance;              /* move VMs to even out load (default off) */
+  double rebalance_threshold;  /* load gap that triggers it; default 0.25 */
   /* Path of this executable, to run the fence guard (`--fence-guard`). */
   const char *self_exe;
 };

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cluster/cluster_int.h"
+#include "cluster/rebalance.h"
 #include "migrate/peer.h"
 #include "sched/sched.h"
 #include "util/err.h"
@@ -32,10 +33,12 @@ struct dead_node {
 struct nc_ctl {
   struct dead_node dead[DEAD_MAX];
   size_t ndead;
-  /* The drain migration in flight. */
+  /* The one live migration in flight, for a drain or the rebalancer. */
+  bool move_is_drain;
   char drain_vm[64], drain_src[NC_CL_NODE_MAX], drain_dst[NC_CL_NODE_MAX], drain_op[64];
   char drain_src_api[256];
   int64_t drain_started_ms;
+  struct nc_rb_state rb;
 };
 
 int nc__ctl_new(struct nc_cluster *c, struct nc_ctl **out) {
@@ -482,8 +485,14 @@ static void drain_poll(struct nc_cluster *c, struct nc_ctl *ctl) {
     char msg[300];
     snprintf(msg, sizeof msg, "%s: %s", ctl->drain_vm,
              failed ? (e ? jstr(e, "message") : "operation lost") : "moved");
-    nc_info(COMPONENT, "drain of \"%s\": vm \"%s\" %s to \"%s\"", ctl->drain_src, ctl->drain_vm,
+    nc_info(COMPONENT, "%s of \"%s\": vm \"%s\" %s to \"%s\"",
+            ctl->move_is_drain ? "drain" : "rebalance", ctl->drain_src, ctl->drain_vm,
             done ? "moved" : "could not move", ctl->drain_dst);
+    if (!ctl->move_is_drain) {
+      ctl->drain_op[0] = '\0';
+      json_decref(op);
+      return;
+    }
     char key[128];
     snprintf(key, sizeof key, NC_CL_NODES "%s", ctl->drain_src);
     json_t *n = nc__cl_get_json(c->cfg.store, key, NULL);
@@ -516,6 +525,42 @@ static void drain_poll(struct nc_cluster *c, struct nc_ctl *ctl) {
     ctl->drain_op[0] = '\0';
   }
   json_decref(op);
+}
+
+/* Asks the VM's node to live-migrate it to node `to`; on success records
+ * the move in flight. err gets why not. */
+static int start_move(struct nc_cluster *c, struct nc_ctl *ctl, struct view *v, const char *vm,
+                      const char *from, const char *to, bool drain, struct nc_errinfo *err) {
+  json_t *src = json_object_get(json_object_get(v->nodes, from), "v");
+  json_t *dst = json_object_get(json_object_get(v->nodes, to), "v");
+  json_t *body = json_pack("{s:s}", "to", jstr(dst, "api"));
+  char path[128];
+  snprintf(path, sizeof path, "/v1/vms/%s/migrate", vm);
+  long status = 0;
+  json_t *res = NULL;
+  int rc = nc__peer_call("POST", jstr(src, "api"), path, c->token, body, 10000, &status, &res);
+  json_decref(body);
+  json_t *op = json_object_get(res, "operation");
+  const char *id = json_is_object(op) ? jstr(op, "id") : json_string_value(op);
+  if (rc == 0 && status == 202 && id && *id) {
+    ctl->move_is_drain = drain;
+    snprintf(ctl->drain_op, sizeof ctl->drain_op, "%s", id);
+    snprintf(ctl->drain_vm, sizeof ctl->drain_vm, "%s", vm);
+    snprintf(ctl->drain_src, sizeof ctl->drain_src, "%s", from);
+    snprintf(ctl->drain_dst, sizeof ctl->drain_dst, "%s", to);
+    snprintf(ctl->drain_src_api, sizeof ctl->drain_src_api, "%s", jstr(src, "api"));
+    ctl->drain_started_ms = nc__cl_now_ms();
+    nc_info(COMPONENT, "%s: live-migrating vm \"%s\" from \"%s\" to \"%s\"",
+            drain ? "drain" : "rebalance", vm, from, to);
+    rc = 0;
+  } else {
+    const char *msg = res ? jstr(json_object_get(res, "error"), "message") : "";
+    nc_errinfo_set(err, 502, "migration_failed", NULL, "cannot start the migration (%s)",
+                   rc ? nc_strerror(rc) : msg);
+    rc = -EIO;
+  }
+  json_decref(res);
+  return rc;
 }
 
 static bool in_array(json_t *arr, const char *s) {
@@ -569,35 +614,12 @@ static void drain_step(struct nc_cluster *c, struct nc_ctl *ctl, struct view *v)
     json_decref(r);
     json_decref(excl);
     json_t *upd = NULL;
-    if (rc == 0) {
-      json_t *dst = json_object_get(json_object_get(v->nodes, to), "v");
-      json_t *body = json_pack("{s:s}", "to", jstr(dst, "api"));
-      char path[128];
-      snprintf(path, sizeof path, "/v1/vms/%s/migrate", pick);
-      long status = 0;
-      json_t *res = NULL;
-      rc = nc__peer_call("POST", jstr(n, "api"), path, c->token, body, 10000, &status, &res);
-      json_decref(body);
-      json_t *op = json_object_get(res, "operation");
-      const char *id = json_is_object(op) ? jstr(op, "id") : json_string_value(op);
-      if (rc == 0 && status == 202 && id && *id) {
-        snprintf(ctl->drain_op, sizeof ctl->drain_op, "%s", id);
-        snprintf(ctl->drain_vm, sizeof ctl->drain_vm, "%s", pick);
-        snprintf(ctl->drain_src, sizeof ctl->drain_src, "%s", node);
-        snprintf(ctl->drain_dst, sizeof ctl->drain_dst, "%s", to);
-        snprintf(ctl->drain_src_api, sizeof ctl->drain_src_api, "%s", jstr(n, "api"));
-        ctl->drain_started_ms = nc__cl_now_ms();
-        nc_info(COMPONENT, "drain of \"%s\": live-migrating vm \"%s\" to \"%s\"", node, pick, to);
-        upd = json_pack("{s:s, s:I, s:{s:s, s:s, s:s}}", "state", "draining", "remaining",
-                        (json_int_t)remaining, "current", "vm", pick, "to", to, "operation", id);
-      } else {
-        const char *msg = res ? jstr(json_object_get(res, "error"), "message") : "";
-        snprintf(err.message, sizeof err.message, "cannot start the migration (%s)",
-                 rc ? nc_strerror(rc) : msg);
-        rc = -EIO;
-      }
-      json_decref(res);
-    }
+    if (rc == 0)
+      rc = start_move(c, ctl, v, pick, node, to, true, &err);
+    if (rc == 0)
+      upd = json_pack("{s:s, s:I, s:{s:s, s:s, s:s}}", "state", "draining", "remaining",
+                      (json_int_t)remaining, "current", "vm", pick, "to", to, "operation",
+                      ctl->drain_op);
     if (rc) {
       char msg[600];
       snprintf(msg, sizeof msg, "%.63s: %s", pick, err.message);
@@ -621,6 +643,88 @@ static void drain_step(struct nc_cluster *c, struct nc_ctl *ctl, struct view *v)
     json_decref(upd);
     return; /* one migration at a time, cluster-wide */
   }
+}
+
+/* ---- rebalance ---------------------------------------------------------- */
+
+static void rebalance_step(struct nc_cluster *c, struct nc_ctl *ctl, struct view *v) {
+  if (!c->cfg.rebalance || ctl->drain_op[0])
+    return;
+  size_t nn = json_object_size(v->nodes), nv = json_object_size(v->vms);
+  struct nc_rb_node *nodes = calloc(nn ? nn : 1, sizeof *nodes);
+  struct nc_rb_vm *vms = calloc(nv ? nv : 1, sizeof *vms);
+  if (!nodes || !vms) {
+    free(nodes);
+    free(vms);
+    return;
+  }
+  size_t i = 0;
+  const char *name;
+  json_t *e;
+  json_object_foreach(v->nodes, name, e) {
+    json_t *n = json_object_get(e, "v");
+    if (strcmp(jstr(n, "admin"), "draining") == 0)
+      goto out; /* a drain is under way: no rebalancing meanwhile */
+    double cpus = (double)json_integer_value(json_object_get(n, "cpus"));
+    double mem = (double)json_integer_value(json_object_get(n, "memory_bytes"));
+    nodes[i] = (struct nc_rb_node){
+        .name = name,
+        .cpu_cap = (cpus > 0 ? cpus : 1) * c->cfg.cpu_ratio,
+        .mem_cap = (mem > 0 ? mem : 1) * c->cfg.mem_ratio,
+        .eligible = json_object_get(v->alive, name) && strcmp(jstr(n, "admin"), "active") == 0,
+    };
+    i++;
+  }
+  size_t m = 0;
+  json_object_foreach(v->vms, name, e) {
+    json_t *r = json_object_get(e, "v");
+    json_t *spec = json_object_get(r, "spec");
+    size_t k = 0;
+    while (k < nn && strcmp(nodes[k].name, jstr(r, "node")) != 0)
+      k++;
+    if (k == nn)
+      continue;
+    double cpu = (double)json_integer_value(json_object_get(spec, "vcpus"));
+    double mem = (double)spec_memory(spec);
+    nodes[k].cpu_used += cpu;
+    nodes[k].mem_used += mem;
+    vms[m++] = (struct nc_rb_vm){.name = name, .node = k, .cpu = cpu, .mem = mem,
+                                 .movable = strcmp(jstr(r, "status"), "created") == 0 &&
+                                            wants_running(c, jstr(r, "node"), name)};
+  }
+  struct nc_rb_config rc;
+  nc_rb_config_default(&rc);
+  if (c->cfg.rebalance_threshold > 0)
+    rc.threshold = c->cfg.rebalance_threshold;
+  size_t vi, to;
+  if (!nc_rb_decide(&rc, &ctl->rb, nc__cl_now_ms(), nodes, nn, vms, m, &vi, &to))
+    goto out;
+  /* The scheduler's filters (affinity, labels, images) still rule. */
+  json_t *excl = json_array();
+  for (size_t k = 0; k < nn; k++)
+    if (k != to)
+      json_array_append_new(excl, json_string(nodes[k].name));
+  json_t *rec = json_deep_copy(json_object_get(json_object_get(v->vms, vms[vi].name), "v"));
+  json_object_set_new(rec, "ha", json_false());
+  char got[NC_CL_NODE_MAX];
+  struct nc_errinfo err = {0};
+  int rcp = place_in_view(c, v, vms[vi].name, rec, excl, got, sizeof got, NULL, &err);
+  json_decref(rec);
+  json_decref(excl);
+  nc_rb_moved(&rc, &ctl->rb, nc__cl_now_ms()); /* cool down whatever happens next */
+  if (rcp) {
+    nc_info(COMPONENT, "rebalance: vm \"%s\" may not go to \"%s\" (%s); waiting",
+            vms[vi].name, nodes[to].name, err.message);
+    goto out;
+  }
+  nc_info(COMPONENT, "rebalance: load imbalance %.2f above %.2f", nc_rb_imbalance(nodes, nn),
+          rc.threshold);
+  if (start_move(c, ctl, v, vms[vi].name, nodes[vms[vi].node].name,
+                 nodes[to].name, false, &err) != 0)
+    nc_warn(COMPONENT, "rebalance: %s", err.message);
+out:
+  free(nodes);
+  free(vms);
 }
 
 /* ---- election and the loop ---------------------------------------------- */
@@ -668,6 +772,7 @@ void *nc__ctl_main(void *arg) {
       place_pending(c, &v);
       restart_ha(c, ctl, &v);
       drain_step(c, ctl, &v);
+      rebalance_step(c, ctl, &v);
       free_view(&v);
     }
   } while (nc__cl_wait(c, NC_CL_TICK_MS));

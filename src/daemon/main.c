@@ -438,6 +438,8 @@ static int c_cluster(void *ctx, char *err, size_t len) {
       .control_plane = d->control_plane,
       .lease_ttl_ms = d->cfg.lease_ttl_ms,
       .spread = strcmp(d->cfg.placement, "spread") == 0,
+      .rebalance = d->cfg.rebalance != 0,
+      .rebalance_threshold = d->cfg.rebalance_threshold_pct / 100.0,
       .self_exe = d->self_exe,
   };
   int rc = nc_cluster_start(&cc, &d->cluster);
