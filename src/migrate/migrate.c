@@ -1402,6 +1402,9 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     qmp(d->x, "block-export-del", json_pack("{s:s, s:s}", "id", "mig-disk0", "mode", "hard"),
         NULL, NULL, 0);
     qmp(d->x, "nbd-server-stop", NULL, NULL, NULL, 0);
+    char nbd_sock[1200];
+    snprintf(nbd_sock, sizeof nbd_sock, "%s/mig-nbd-in.sock", nc_vmm_ext_run_dir(d->x));
+    unlink(nbd_sock);
   }
   /* In a cluster the record of who runs the VM moves here first (a
    * compare-and-swap); without it the guest must not resume here, and

@@ -352,7 +352,7 @@ static int mkdir_p(const char *path, mode_t mode) {
 static const char *const vm_files[] = {"disk.qcow2",   "qmp.sock",     "serial.sock",
                                        "serial.log",   "qemu.log",     "qemu.pid",
                                        "mig-in.sock",  "mig-out.sock", "mig-nbd.sock",
-                                       NULL};
+                                       "mig-nbd-in.sock", NULL};
 
 static void remove_vm_files(struct nc_vmm *vmm, const char *name) {
   char path[1200];
