@@ -148,8 +148,12 @@ class MigrateFaults(M.MigrationCase):
                 "nic": "user", "labels": {}, "cmdline_append": WORKLOAD}
 
         def prepare():
+            # As a real source on this non-loopback link would: TLS, with
+            # the certificate fingerprint it would present (A's).
+            fp = a.api.expect(200, "GET", "/v1/node").json["dwcp"]["fingerprint"]
             r = b.api.post("/v1/migrations/incoming", {"vm": spec, "source": "gone",
-                                                       "streams": 2})
+                                                       "streams": 2, "tls": True,
+                                                       "fingerprint": fp})
             if r.status != 201 or not r.json.get("session") or not r.json.get("port"):
                 fail("POST /v1/migrations/incoming: expected 201 with a session and a port, "
                      "got %r" % r)
