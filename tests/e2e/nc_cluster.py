@@ -155,12 +155,12 @@ class Host(M.Node):
 
     # -- the CLI, as an operator on this host runs it --
 
-    def cli(self, *args, timeout=120, check=True, json_out=False):
-        """novacron --data-dir D [-o json] ARGS; returns (rc, stdout,
-        stderr), or the parsed stdout with json_out. check: fail unless the
-        exit status is 0."""
-        argv = [nc.CLI, "--data-dir", self.data] + (["-o", "json"] if json_out else []) \
-            + list(args)
+    def cli(self, *args, timeout=120, check=True, json_out=False, global_args=()):
+        """novacron --data-dir D [GLOBAL_ARGS] [-o json] ARGS; returns (rc,
+        stdout, stderr), or the parsed stdout with json_out. check: fail
+        unless the exit status is 0."""
+        argv = [nc.CLI, "--data-dir", self.data] + list(global_args) \
+            + (["-o", "json"] if json_out else []) + list(args)
         t = time.monotonic()
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout)
@@ -543,6 +543,22 @@ class ClusterCase(nc.TestCase):
         except AssertionError as e:
             fail("%s; the cluster's row %r, the node's own record %r"
                  % (e, last.get("row"), last.get("local")))
+
+    def expect_running_here(self, h, name):
+        """h's own record of the VM says running (desired running), with a
+        live QEMU of h's. Returns the record."""
+        v = h.vm_or_none(name)
+        if v is None:
+            fail("node %s has no record of vm %s, which the cluster says it runs" % (h.name, name))
+        nc.expect_eq("node %s: state of vm %s" % (h.name, name), "running", v["state"])
+        nc.expect_eq("node %s: desired state of vm %s" % (h.name, name), "running",
+                     v["desired_state"])
+        if not v.get("pid") or not nc.pid_alive(v["pid"]):
+            fail("node %s: vm %s's pid %r is not a live process" % (h.name, name, v.get("pid")))
+        if v["pid"] not in h.qemu_pids():
+            fail("node %s: vm %s's pid %d is not one of the node's QEMUs %r"
+                 % (h.name, name, v["pid"], h.qemu_pids()))
+        return v
 
     def expect_not_local(self, name, hosts):
         for h in hosts:

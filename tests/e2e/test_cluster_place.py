@@ -85,8 +85,7 @@ class ClusterPlace(C.ClusterCase):
         expect_eq("create p-1 (via n2): node", ex["host"], ans["node"], "answer: %r" % ans)
         h1, hb = self.wait_runs_on("p-1", n2)
         expect_eq("node running p-1", ex["host"], h1.name)
-        v = h1.vm_or_none("p-1")
-        M_running(h1, v)
+        v = self.expect_running_here(h1, "p-1")
         self.expect_not_local("p-1", [h for h in self.hosts if h is not h1])
         nc.log("p-1 runs on %s (explain ranked it first, score %s), heartbeat seq %d"
                % (h1.name, first[0].get("score"), hb.seq))
@@ -171,7 +170,7 @@ class ClusterPlace(C.ClusterCase):
                   % (pin, ex["host"]), pin, hp.name)
         if isinstance(out, dict) and out.get("node") not in (None, pin):
             fail("CLI said pin-1 is on %r, pinned to %s" % (out.get("node"), pin))
-        M_running(hp, hp.vm_or_none("pin-1"))
+        self.expect_running_here(hp, "pin-1")
         self.expect_not_local("pin-1", [h for h in self.hosts if h is not hp])
         nc.log("pin-1 runs on %s %.1f s after create, heartbeat seq %d"
                % (pin, time.monotonic() - t, hb.seq))
@@ -208,18 +207,6 @@ class ClusterPlace(C.ClusterCase):
 
 def r_reason(r):
     return r and r.get("reason")
-
-
-def M_running(h, v):
-    """h's own record of the VM says running, with h's one live QEMU."""
-    if v is None:
-        fail("node %s has no record of the vm it runs" % h.name)
-    expect_eq("node %s: state of vm %s" % (h.name, v["name"]), "running", v["state"])
-    if not v.get("pid") or not nc.pid_alive(v["pid"]):
-        fail("node %s: vm %s's pid %r is not a live process" % (h.name, v["name"], v.get("pid")))
-    if v["pid"] not in h.qemu_pids():
-        fail("node %s: vm %s's pid %d is not one of the node's QEMUs %r"
-             % (h.name, v["name"], v["pid"], h.qemu_pids()))
 
 
 if __name__ == "__main__":

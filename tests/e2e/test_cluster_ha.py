@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""HA VMs of a three-host cluster when their host dies or is cut off.
+
+An HA VM is pinned to a host X that is not the controller; a watch samples
+the guest's serial log on all three hosts every 50 ms. Local disks are not
+shared, so an HA restart boots the guest afresh on another host from the
+image: its heartbeat seq starts again, and "two copies" means two serial
+logs that produce heartbeats at the same time.
+
+  (kill) kill -9 of X's novacrond, its etcd member, its fence guard and
+      its QEMU: the VM runs (heartbeats) on another host within 30 s of
+      the kill; the cluster lists it there, running, and X as dead.
+  (partition) X's cable is pulled (its veth's switch end goes down), with
+      everything on X still running: X's fence guard kills the guest there
+      before it starts anywhere else (the last heartbeat on X is received
+      before the first one elsewhere), it runs elsewhere within 30 s, and
+      X does not restart it on its own while cut off. With the cable back,
+      X rejoins (lease valid, ready in the node list), deletes its stale
+      local copy (record, QEMU, files) and exactly one copy runs."""
+
+import os
+import time
+
+import nc
+import nc_cluster as C
+import nc_migrate as M
+from nc import expect_eq, fail
+
+RESTART_BOUND_S = 30  # fault -> heartbeats from the restarted copy
+
+
+class ClusterHA(C.ClusterCase):
+    switch_tag = "h"
+
+    def ha_vm(self, name):
+        """Forms the cluster and runs HA VM name on a host that is not the
+        controller. Returns (x, via, the VM on x, the watch)."""
+        self.start_hosts()
+        self.form()
+        ctl = self.controller_name()
+        x = [h for h in self.hosts if h.name != ctl][-1]
+        via = self.host(ctl)
+        ans = via.create(name, node=x.name, ha=True)
+        expect_eq("create %s pinned to %s: node" % (name, x.name), x.name, ans["node"])
+        h, _ = self.wait_runs_on(name, via)
+        expect_eq("node running %s" % name, x.name, h.name)
+        row = via.cluster_vms()[name]
+        if not row.get("ha"):
+            fail("the cluster's row of %s does not say ha: %r" % (name, row))
+        M.wait_new_heartbeats(x, name, 10)
+        vm = x.vm_or_none(name)
+        w = self.watch(name)
+        time.sleep(1.0)
+        return x, via, vm, w
+
+    def await_restart(self, w, x, t_fault, what):
+        """Waits for the first heartbeat of a copy on another host after
+        t_fault; fails past RESTART_BOUND_S (measured from the fault, in
+        host receive time). Returns (host, seconds)."""
+        first = nc.poll("vm %s to print heartbeats on another host after %s" % (w.name, what),
+                        lambda: w.first_heartbeat_after(t_fault, exclude=x),
+                        RESTART_BOUND_S + 60, interval=0.2)
+        copy, hb, t = first
+        dt = t - t_fault
+        nc.log("HA: vm %s printed heartbeat seq %d on %s %.1f s after %s"
+               % (w.name, hb.seq, copy.node.name, dt, what))
+        if dt > RESTART_BOUND_S:
+            fail("vm %s ran again on %s only %.1f s after %s (bound %d s)\n%s"
+                 % (w.name, copy.node.name, dt, what, RESTART_BOUND_S, w.describe()))
+        return copy.node, dt, t
+
+    def expect_cluster_has(self, name, y, via, dead=None):
+        """The cluster's VM list has name on y, running; dead (if given)
+        is dead in the node list."""
+        last = {}
+
+        def ok():
+            row = last["row"] = via.cluster_vms().get(name)
+            return row and row.get("node") == y.name and row.get("state") == "running"
+        try:
+            nc.poll("the cluster to list %s on %s, running" % (name, y.name), ok, 30,
+                    interval=0.25)
+        except AssertionError as e:
+            fail("%s; row %r" % (e, last.get("row")))
+        if dead is not None:
+            expect_eq("state of %s in the node list (asked %s)" % (dead.name, via.name), "dead",
+                      via.node_row(dead.name)["state"])
+
+    def test_cluster_ha_kill(self):
+        name = "ha-k"
+        x, via, vm, w = self.ha_vm(name)
+        t_kill = x.crash()
+        y, dt, _ = self.await_restart(w, x, t_kill, "the kill of " + x.name)
+        if y is x:
+            fail("the restarted copy is on the dead host %s" % x.name)
+        v, _ = M.expect_runs_here(y, name)
+        self.expect_cluster_has(name, y, via, dead=x)
+        if b"NCREADY" not in y.serial(name).read():
+            fail("node %s: the restarted guest never printed NCREADY (it cannot have come "
+                 "from anywhere but a fresh boot: disks are local)" % y.name)
+        for c in w.copies_on(x):
+            if c.hbs[-1][1] > t_kill + 0.25:
+                fail("a heartbeat on the killed host %s was received %.2f s after the kill"
+                     % (x.name, c.hbs[-1][1] - t_kill))
+        time.sleep(2)
+        w.check(fresh_boot=True)
+        running = [c.node.name for c in w.running_copies()]
+        expect_eq("running copies", [y.name], running)
+        print("HA KILL: %s ran again on %s %.1f s after kill -9 of %s (novacrond, etcd, guard, "
+              "QEMU)" % (name, y.name, dt, x.name), flush=True)
+
+    def test_cluster_ha_partition(self):
+        name = "ha-p"
+        x, via, vm, w = self.ha_vm(name)
+        ix = self.hosts.index(x)
+        t_cut = time.monotonic()
+        self.net.set_link(ix, False)
+        y, dt, t_first = self.await_restart(w, x, t_cut, "pulling %s's cable" % x.name)
+        if y is x:
+            fail("the restarted copy is on the cut-off host %s" % x.name)
+
+        # Fenced on X before it started on Y.
+        xs = w.copies_on(x)
+        if not xs:
+            fail("the watch never saw the copy on %s\n%s" % (x.name, w.describe()))
+        t_last_x = max(c.hbs[-1][1] for c in xs)
+        nc.log("last heartbeat on %s received %.2f s after the cut; first on %s %.2f s after "
+               "the cut (%.2f s later)" % (x.name, t_last_x - t_cut, y.name, t_first - t_cut,
+                                          t_first - t_last_x))
+        if t_last_x >= t_first:
+            fail("the copy on %s still printed heartbeats (last received %.2f s after the cut) "
+                 "when the copy on %s began (%.2f s after the cut): two copies ran at once\n%s"
+                 % (x.name, t_last_x - t_cut, y.name, t_first - t_cut, w.describe()))
+        if nc.pid_alive(vm["pid"]):
+            fail("node %s: the QEMU of %s (pid %d) still runs after the vm started on %s"
+                 % (x.name, name, vm["pid"], y.name))
+        guard_log = nc.tail(os.path.join(x.data, "cluster", "guard.log"), 50)
+        if str(vm["pid"]) not in guard_log and name not in guard_log:
+            fail("node %s: the fence guard's log does not mention fencing %s (pid %d):\n%s"
+                 % (x.name, name, vm["pid"], guard_log))
+        st = x.cluster()
+        nc.log("node %s while cut off: GET /v1/cluster lease_valid=%r; its own record of %s: %r"
+               % (x.name, st and st.get("lease_valid"), name,
+                  (x.vm_or_none(name) or {}).get("state")))
+        if st and st.get("lease_valid"):
+            fail("node %s is cut off and its copy was fenced, but it says its lease is valid"
+                 % x.name)
+        v, _ = M.expect_runs_here(y, name)
+        self.expect_cluster_has(name, y, via, dead=x)
+        # Cut off a while longer: X must not bring its copy back on its own.
+        time.sleep(3)
+        w.check(fresh_boot=True)
+        expect_eq("QEMUs on the cut-off host %s" % x.name, [], x.qemu_pids())
+
+        # The cable goes back: X rejoins and drops its stale copy.
+        t_heal = time.monotonic()
+        self.net.set_link(ix, True)
+        last = {}
+
+        def rejoined():
+            st = last["st"] = x.cluster()
+            row = last["row"] = via.node_row(x.name)
+            return st and st.get("lease_valid") and row["state"] == "ready"
+        try:
+            nc.poll("%s to rejoin (lease valid, ready)" % x.name, rejoined, 60, interval=0.25)
+        except AssertionError as e:
+            fail("%s; its GET /v1/cluster %r, node list row %r" % (e, last.get("st"),
+                                                                   last.get("row")))
+        nc.log("%s rejoined %.1f s after the cable went back" % (x.name,
+                                                                 time.monotonic() - t_heal))
+        M.expect_gone(x, name, timeout=60)
+        nc.log("%s deleted its stale copy of %s %.1f s after the cable went back"
+               % (x.name, name, time.monotonic() - t_heal))
+        M.expect_no_qemu(x)
+        M.wait_new_heartbeats(y, name, 10)
+        w.check(fresh_boot=True)
+        expect_eq("running copies after the heal", [y.name],
+                  [c.node.name for c in w.running_copies()])
+        self.expect_cluster_has(name, y, x)
+        print("HA PARTITION: %s fenced on %s %.1f s after the cut, ran on %s %.1f s after the "
+              "cut (%.1f s after the fence); %s rejoined and dropped its copy"
+              % (name, x.name, t_last_x - t_cut, y.name, dt, t_first - t_last_x, x.name),
+              flush=True)
+
+
+if __name__ == "__main__":
+    nc.main()
