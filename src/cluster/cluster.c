@@ -108,12 +108,6 @@ bool nc__cl_lease_valid(struct nc_cluster *c) {
 
 /* ---- the node record ---------------------------------------------------- */
 
-static json_t *local_images(struct nc_cluster *c) {
-  /* The agent fills images from the node's own store; see agent.c. */
-  (void)c;
-  return json_array();
-}
-
 /* Writes /cluster/nodes/<node> with what this node is, keeping the admin
  * state (cordoned, draining) that others may have set. */
 static int register_node(struct nc_cluster *c, json_t *images) {
@@ -126,11 +120,11 @@ static int register_node(struct nc_cluster *c, json_t *images) {
     int64_t rev = 0;
     json_t *old = nc__cl_get_json(c->cfg.store, key, &rev);
     json_t *rec = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:O, s:s, s:I, s:I, s:b, s:O}", "name", c->node, "api",
-        c->api, "dwcp_host", c->dwcp, "zone", c->zone, "rack", c->rack,
-        "labels", c->labels ? c->labels : json_object(), "arch", "x86_64", "cpus",
-        (json_int_t)cpus, "memory_bytes", (json_int_t)((int64_t)si.totalram * si.mem_unit),
-        "control_plane", c->cfg.control_plane, "images", images ? images : json_array());
+        "{s:s, s:s, s:s, s:s, s:s, s:O, s:s, s:I, s:I, s:b, s:o}", "name", c->node, "api",
+        c->api, "dwcp_host", c->dwcp, "zone", c->zone, "rack", c->rack, "labels", c->labels,
+        "arch", "x86_64", "cpus", (json_int_t)cpus, "memory_bytes",
+        (json_int_t)((int64_t)si.totalram * si.mem_unit), "control_plane",
+        c->cfg.control_plane, "images", images ? json_incref(images) : json_array());
     json_t *admin = old ? json_object_get(old, "admin") : NULL;
     json_object_set_new(rec, "admin", json_is_string(admin) ? json_incref(admin)
                                                             : json_string("active"));
@@ -188,6 +182,8 @@ static void write_fence(struct nc_cluster *c, int64_t deadline) {
 /* Starts the fence guard unless one runs (its pid in fence_dir/guard.pid
  * and its command line naming fence_dir). */
 static void ensure_guard(struct nc_cluster *c) {
+  if (!c->self_exe[0])
+    return; /* no guard: tests and simulations only (cluster.h) */
   if (c->guard_pid > 0 && nc__proc_alive(c->guard_pid, c->guard_pidfd) == 1)
     return;
   if (c->guard_pidfd >= 0)
@@ -308,8 +304,8 @@ static int copy_str(char *dst, size_t cap, const char *src, const char *what,
 }
 
 int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **out) {
-  if (!cfg || !out || !cfg->store || !cfg->vmm || !cfg->node_name || !cfg->api_addr ||
-      !cfg->data_dir || !cfg->self_exe)
+  if (!cfg || !out || !cfg->store || !cfg->vmm || !cfg->node_store || !cfg->node_name ||
+      !cfg->api_addr || !cfg->data_dir)
     return -EINVAL;
   *out = NULL;
   struct nc_cluster *c = calloc(1, sizeof *c);
@@ -366,7 +362,9 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
   pthread_mutex_init(&c->mu, NULL);
   nc_cond_init_mono(&c->cv);
 
-  rc = register_node(c, local_images(c));
+  json_t *no_images = json_array(); /* the agent publishes them once it runs */
+  rc = register_node(c, no_images);
+  json_decref(no_images);
   if (rc) {
     nc_error(COMPONENT, "cannot register node \"%s\" in the cluster store: %s", c->node,
              nc_strerror(rc));

@@ -64,7 +64,9 @@ struct nc_cluster_config {
   bool spread;                 /* placement weight: spread (default pack) */
   bool rebalance;              /* move VMs to even out load (default off) */
   double rebalance_threshold;  /* load gap that triggers it; default 0.25 */
-  /* Path of this executable, to run the fence guard (`--fence-guard`). */
+  /* Path of this executable, to run the fence guard (`--fence-guard`).
+   * NULL runs no guard, so nothing fences HA VMs: for tests and
+   * simulations only; novacrond always passes it. */
   const char *self_exe;
 };
 

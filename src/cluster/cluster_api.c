@@ -21,6 +21,11 @@ static const char *jstr(json_t *o, const char *k) {
   return s ? s : "";
 }
 
+/* A new reference to v, or to a new empty value when v is NULL. */
+static json_t *or_empty(json_t *v, json_t *(*make)(void)) {
+  return v ? json_incref(v) : make();
+}
+
 static const char *node_state(json_t *n, bool alive) {
   if (!alive)
     return "dead";
@@ -54,16 +59,17 @@ json_t *nc_cluster_nodes(struct nc_cluster *c) {
       mem += json_is_integer(m) ? json_integer_value(m) : 0;
     }
     json_t *row = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:O, s:b, s:b, s:{s:O, s:O}, s:{s:I, s:I}, s:I, s:O}",
+        "{s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:o}",
         "name", name, "state", node_state(n, json_object_get(alive, name) != NULL), "api",
         jstr(n, "api"), "zone", jstr(n, "zone"), "rack", jstr(n, "rack"), "labels",
-        json_object_get(n, "labels") ? json_object_get(n, "labels") : json_object(),
+        or_empty(json_object_get(n, "labels"), json_object),
         "control_plane", json_is_true(json_object_get(n, "control_plane")), "controller",
         ctl && strcmp(jstr(ctl, "node"), name) == 0, "capacity", "vcpus",
-        json_object_get(n, "cpus"), "memory_bytes", json_object_get(n, "memory_bytes"),
+        json_integer_value(json_object_get(n, "cpus")), "memory_bytes",
+        json_integer_value(json_object_get(n, "memory_bytes")),
         "allocated", "vcpus", (json_int_t)vcpus, "memory_bytes", (json_int_t)mem, "vms",
         (json_int_t)count, "images",
-        json_object_get(n, "images") ? json_object_get(n, "images") : json_array());
+        or_empty(json_object_get(n, "images"), json_array));
     if (json_object_get(n, "drain"))
       json_object_set(row, "drain", json_object_get(n, "drain"));
     json_array_append_new(out, row);
@@ -274,10 +280,10 @@ static int parse_create(struct nc_cluster *c, json_t *req, json_t **rec_out,
   json_t *sj = nc_vm_spec_to_json(&spec);
   json_object_set(sj, "memory", json_object_get(sj, "memory_bytes"));
   json_object_del(sj, "memory_bytes");
-  json_t *rec = json_pack("{s:s, s:o, s:b, s:b, s:I, s:O, s:s}", "name", spec.name, "spec", sj,
+  json_t *rec = json_pack("{s:s, s:o, s:b, s:b, s:I, s:o, s:s}", "name", spec.name, "spec", sj,
                           "start", start, "ha", json_is_true(ha), "ha_priority",
                           (json_int_t)(prio ? json_integer_value(prio) : 0), "placement",
-                          pl ? pl : json_object(), "status", node ? "placed" : "pending");
+                          or_empty(pl, json_object), "status", node ? "placed" : "pending");
   if (node)
     json_object_set(rec, "node", node);
   nc_vm_spec_clear(&spec);
@@ -430,9 +436,10 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
     if (*node && !json_object_get(alive, node))
       state = "unknown";
     json_array_append_new(
-        out, json_pack("{s:s, s:s, s:O, s:O, s:s, s:s, s:b, s:s}", "name", name, "node", node,
-                       "vcpus", json_object_get(spec, "vcpus"), "memory_bytes",
-                       json_object_get(spec, "memory"), "image", jstr(spec, "image"), "state",
+        out, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:b, s:s}", "name", name, "node", node,
+                       "vcpus", json_integer_value(json_object_get(spec, "vcpus")),
+                       "memory_bytes", json_integer_value(json_object_get(spec, "memory")),
+                       "image", jstr(spec, "image"), "state",
                        state, "ha", json_is_true(json_object_get(r, "ha")), "status",
                        jstr(r, "status")));
     if (created[0])
