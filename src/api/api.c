@@ -334,6 +334,15 @@ static enum MHD_Result h_vm_action(struct call *c) {
     if (!c->body)
       return send_error(c, 400, "bad_json", NULL,
                         "the request body must be a JSON object like {\"to\": \"HOST:PORT\"}");
+    /* In a cluster "to" may name a node instead of its API address. */
+    json_t *to = json_object_get(c->body, "to");
+    if (c->api->cfg.cluster && json_is_string(to) && !strchr(json_string_value(to), ':')) {
+      char addr[256];
+      if (nc_cluster_node_api(c->api->cfg.cluster, json_string_value(to), addr, sizeof addr) != 0)
+        return send_error(c, 422, "unprocessable", "to",
+                          "no node by that name in the cluster (see `novacron node list`)");
+      json_object_set_new(c->body, "to", json_string(addr));
+    }
     rc = c->api->cfg.migrate_start(c->api->cfg.migrate_data, c->seg[2], c->body, &out, &err);
     return finish(c, rc, 202, out, &err);
   }

@@ -51,10 +51,23 @@ static const char *const k_modes[] = {"auto", "datacenter", "hybrid", "internet"
 
 /* HOST:PORT as the server takes it: a non-empty host without spaces or
  * control characters, then a port from 1 to 65535 after the last colon. */
+/* A node name is a DNS label, as the daemon checks. */
+static bool node_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+      return false;
+  return true;
+}
+
 static bool to_ok(const char *to) {
   const char *colon = strrchr(to, ':');
   uint64_t port;
-  if (colon == NULL || colon == to || strlen(to) > MIGRATE_TO_MAX)
+  if (colon == NULL) /* a node name, in a cluster: a DNS label */
+    return node_name_ok(to);
+  if (colon == to || strlen(to) > MIGRATE_TO_MAX)
     return false;
   for (const char *p = to; p < colon; p++)
     if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '/')
@@ -294,9 +307,10 @@ int nc_cli_cmd_vm_migrate(struct nc_cli *cli, int argc, char **argv) {
     return nc_cli_args_status(rc);
   if (to == NULL)
     return nc_cli_usage_error(cli, "--to is required: the destination novacrond's API address "
-                                   "HOST:PORT");
+                                   "HOST:PORT, or in a cluster a node name");
   if (!to_ok(to))
-    return nc_cli_usage_error(cli, "--to \"%s\" is not HOST:PORT (like 10.0.0.2:8470)", to);
+    return nc_cli_usage_error(cli, "--to \"%s\" is not HOST:PORT (like 10.0.0.2:8470) nor a "
+                                   "node name", to);
   if (token != NULL && token_file != NULL)
     return nc_cli_usage_error(cli, "give --token or --token-file, not both");
   if (mode != NULL) {

@@ -107,6 +107,8 @@ int nc_cluster_op_locate(struct nc_cluster *c, const char *id, char *addr, size_
  * node answers itself, never forwarding it again). */
 int nc_cluster_forward(struct nc_cluster *c, const char *addr, const char *method,
                        const char *path, json_t *body, long *status, json_t **out);
+/* The API address (HOST:PORT) of the node called name. -ENOENT. */
+int nc_cluster_node_api(struct nc_cluster *c, const char *name, char *addr, size_t len);
 /* Every VM in the cluster with its node and state. New reference. */
 json_t *nc_cluster_vm_list(struct nc_cluster *c);
 

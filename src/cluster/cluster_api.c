@@ -507,3 +507,16 @@ int nc_cluster_forward(struct nc_cluster *c, const char *addr, const char *metho
                        const char *path, json_t *body, long *status, json_t **out) {
   return nc__peer_call(method, addr, path, c->token, body, 30000, status, out);
 }
+
+int nc_cluster_node_api(struct nc_cluster *c, const char *name, char *addr, size_t len) {
+  if (strlen(name) >= NC_CL_NODE_MAX)
+    return -ENOENT;
+  char key[128];
+  snprintf(key, sizeof key, NC_CL_NODES "%s", name);
+  json_t *n = nc__cl_get_json(c->cfg.store, key, NULL);
+  if (!n)
+    return -ENOENT;
+  snprintf(addr, len, "%s", jstr(n, "api"));
+  json_decref(n);
+  return addr[0] ? 0 : -ENOENT;
+}
