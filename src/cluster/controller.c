@@ -7,7 +7,10 @@
  *    restart_grace_ms ago on other nodes (docs/ha.md: by then the dead
  *    node has fenced them);
  *  - drains nodes marked draining, one live migration at a time.
- * It acts only while its own lease is valid. */
+ * It acts only while its own lease is valid, and every record it writes is
+ * a transaction that also requires its term (the controller key's mod_rev)
+ * to still stand, so a controller deposed without knowing it yet (paused,
+ * partitioned) cannot overwrite its successor's decisions. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +42,10 @@ struct nc_ctl {
   char drain_src_api[256];
   int64_t drain_started_ms;
   struct nc_rb_state rb;
+  /* The mod_rev of /cluster/controller for this controller's term: every
+   * write the controller makes is conditional on it, so a controller that
+   * lost its term without knowing yet changes nothing. */
+  int64_t term_rev;
 };
 
 int nc__ctl_new(struct nc_cluster *c, struct nc_ctl **out) {
@@ -311,7 +318,22 @@ int nc__ctl_place(struct nc_cluster *c, json_t *rec, json_t *exclude, char *node
 static int put_record(struct nc_cluster *c, const char *name, json_t *rec, int64_t rev) {
   char key[128];
   snprintf(key, sizeof key, NC_CL_VMS "%s", name);
-  return nc__cl_cas_json(c->cfg.store, key, rev, rec, 0);
+  char *text = json_dumps(rec, JSON_COMPACT);
+  if (!text)
+    return -ENOMEM;
+  struct nc_store_cmp cmps[2] = {
+      {.key = key, .target = NC_CMP_MOD_REV, .op = NC_CMP_EQ, .num = rev},
+      {.key = NC_CL_CONTROLLER, .target = NC_CMP_MOD_REV, .op = NC_CMP_EQ,
+       .num = c->ctl->term_rev},
+  };
+  struct nc_store_op op = {.type = NC_OP_PUT, .key = key, .value = text,
+                           .value_len = strlen(text)};
+  bool ok = false;
+  int rc = nc_store_txn(c->cfg.store, cmps, 2, &op, 1, NULL, 0, &ok, NULL);
+  free(text);
+  if (rc < 0)
+    return rc;
+  return ok ? 0 : NC_E_TXNFAIL;
 }
 
 static void place_pending(struct nc_cluster *c, struct view *v) {
@@ -741,14 +763,18 @@ static bool campaign(struct nc_cluster *c) {
     bool me = strcmp(jstr(cur, "node"), c->node) == 0 &&
               json_integer_value(json_object_get(cur, "lease")) == lease;
     json_decref(cur);
+    if (me)
+      c->ctl->term_rev = rev;
     return me;
   }
   json_t *v = json_pack("{s:s, s:I}", "node", c->node, "lease", (json_int_t)lease);
   int rc = nc__cl_cas_json(c->cfg.store, NC_CL_CONTROLLER, 0, v, lease);
   json_decref(v);
-  if (rc == 0)
+  if (rc == 0) {
     nc_info(COMPONENT, "node \"%s\" is the cluster controller", c->node);
-  return rc == 0;
+    json_decref(nc__cl_get_json(c->cfg.store, NC_CL_CONTROLLER, &c->ctl->term_rev));
+  }
+  return rc == 0 && c->ctl->term_rev > 0;
 }
 
 void *nc__ctl_main(void *arg) {
