@@ -1,6 +1,7 @@
 /* The node agent: makes this node's VMs match the cluster's records.
  *
- * Every NC_CL_TICK_MS (and soon after any change under /cluster/vms/):
+ * On every change under /cluster/vms/ (a watch) and at least every
+ * AGENT_RESYNC_MS:
  *  - a record placed on this node with no local VM: create it here (and
  *    start it when the record asks), then mark the record "created";
  *  - a "created" record of this node whose local VM is gone: the user
@@ -27,6 +28,8 @@
 #include "vm/manager.h"
 
 #define COMPONENT "cluster"
+#define AGENT_RESYNC_MS 2000 /* a full pass at least this often */
+#define AGENT_IMAGES_MS 10000 /* how often the node's image list is republished */
 
 static const char *jstr(json_t *o, const char *k) {
   const char *s = json_string_value(json_object_get(o, k));
@@ -229,13 +232,61 @@ static void publish_images(struct nc_cluster *c, json_t **last) {
   }
 }
 
+/* Waits up to NC_CL_TICK_MS for a change under /cluster/vms/ (through the
+ * watch, reopened when it fails) and reports whether one came. Events are
+ * only a nudge: sync_once reads the records afresh. */
+static bool wait_change(struct nc_cluster *c, struct nc_store_watch **w) {
+  if (!*w && nc_store_watch_open(c->cfg.store, NC_CL_VMS, 0, w) != 0) {
+    *w = NULL;
+    nc__cl_wait(c, NC_CL_TICK_MS);
+    return false;
+  }
+  struct nc_store_event ev;
+  int rc = nc_store_watch_next(*w, NC_CL_TICK_MS, &ev);
+  if (rc == 0) {
+    nc_store_event_free(&ev);
+    while (nc_store_watch_next(*w, 0, &ev) == 0) /* a burst counts once */
+      nc_store_event_free(&ev);
+    return true;
+  }
+  if (rc != -ETIMEDOUT) {
+    nc_store_watch_close(*w);
+    *w = NULL;
+  }
+  return false;
+}
+
 void *nc__cl_agent_main(void *arg) {
   struct nc_cluster *c = arg;
   json_t *images = NULL;
-  do {
-    publish_images(c, &images);
+  struct nc_store_watch *w = NULL;
+  int64_t last_sync = 0, last_images = 0;
+  bool first = true;
+  for (;;) {
+    int64_t now = nc__cl_now_ms();
+    if (first || now - last_images >= AGENT_IMAGES_MS) {
+      publish_images(c, &images);
+      last_images = now;
+    }
+    first = false;
     sync_once(c);
-  } while (nc__cl_wait(c, NC_CL_TICK_MS));
+    last_sync = nc__cl_now_ms();
+    /* Next pass: on a change to the records, or every AGENT_RESYNC_MS for
+     * what no record change announces (a local VM that failed, a lease
+     * regained). */
+    bool go = true;
+    while (go && !wait_change(c, &w) && nc__cl_now_ms() - last_sync < AGENT_RESYNC_MS) {
+      pthread_mutex_lock(&c->mu);
+      go = !c->stopping;
+      pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_lock(&c->mu);
+    bool stop = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+    if (stop)
+      break;
+  }
+  nc_store_watch_close(w);
   json_decref(images);
   return NULL;
 }

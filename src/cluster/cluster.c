@@ -109,7 +109,8 @@ bool nc__cl_lease_valid(struct nc_cluster *c) {
 /* ---- the node record ---------------------------------------------------- */
 
 /* Writes /cluster/nodes/<node> with what this node is, keeping the admin
- * state (cordoned, draining) that others may have set. */
+ * state (cordoned, draining) that others may have set. images NULL keeps
+ * the list recorded before. */
 static int register_node(struct nc_cluster *c, json_t *images) {
   char key[128];
   snprintf(key, sizeof key, NC_CL_NODES "%s", c->node);
@@ -124,7 +125,11 @@ static int register_node(struct nc_cluster *c, json_t *images) {
         c->api, "dwcp_host", c->dwcp, "zone", c->zone, "rack", c->rack, "labels", c->labels,
         "arch", "x86_64", "cpus", (json_int_t)cpus, "memory_bytes",
         (json_int_t)((int64_t)si.totalram * si.mem_unit), "control_plane",
-        c->cfg.control_plane, "images", images ? json_incref(images) : json_array());
+        c->cfg.control_plane, "images",
+        images ? json_incref(images)
+               : json_is_array(json_object_get(old, "images"))
+                     ? json_incref(json_object_get(old, "images")) /* until the agent says */
+                     : json_array());
     json_t *admin = old ? json_object_get(old, "admin") : NULL;
     json_object_set_new(rec, "admin", json_is_string(admin) ? json_incref(admin)
                                                             : json_string("active"));
@@ -362,14 +367,6 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
   pthread_mutex_init(&c->mu, NULL);
   nc_cond_init_mono(&c->cv);
 
-  json_t *no_images = json_array(); /* the agent publishes them once it runs */
-  rc = register_node(c, no_images);
-  json_decref(no_images);
-  if (rc) {
-    nc_error(COMPONENT, "cannot register node \"%s\" in the cluster store: %s", c->node,
-             nc_strerror(rc));
-    goto fail;
-  }
   /* A restarted daemon keeps its lease if it is still alive: the fence
    * deadline then never lapses across a quick restart. */
   int64_t saved = load_saved_lease(c);
@@ -378,7 +375,16 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
     c->lease = saved;
     c->lease_ok_ms = nc__cl_now_ms();
     nc_info(COMPONENT, "kept lease %llx across the restart", (unsigned long long)saved);
+  } else {
+    lease_round(c); /* alive before the node record appears: never seen as dead */
   }
+  rc = register_node(c, NULL); /* the agent publishes the images once it runs */
+  if (rc) {
+    nc_error(COMPONENT, "cannot register node \"%s\" in the cluster store: %s", c->node,
+             nc_strerror(rc));
+    goto fail;
+  }
+
   rc = nc__ctl_new(c, &c->ctl);
   if (rc)
     goto fail;

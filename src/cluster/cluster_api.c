@@ -415,7 +415,24 @@ int nc_cluster_vm_locate(struct nc_cluster *c, const char *name, char *addr, siz
   return rc;
 }
 
+/* The node's own record of vm (borrowed), reading all of that node's
+ * records once per listing: one range per node, not one read per VM. */
+static json_t *node_vm(struct nc_cluster *c, json_t *locals, const char *node,
+                       const char *vm) {
+  json_t *mine = json_object_get(locals, node);
+  if (!mine) {
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "/nodes/%s/nc/vms/", node);
+    mine = nc__cl_range_json(c->cfg.store, prefix);
+    if (!mine)
+      mine = json_object();
+    json_object_set_new(locals, node, mine);
+  }
+  return json_object_get(json_object_get(mine, vm), "v");
+}
+
 json_t *nc_cluster_vm_list(struct nc_cluster *c) {
+  json_t *locals = json_object();
   json_t *vms = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
   json_t *alive = nc__cl_range_json(c->cfg.store, NC_CL_ALIVE);
   json_t *out = json_array();
@@ -424,9 +441,7 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
   json_object_foreach(vms, name, e) {
     json_t *r = json_object_get(e, "v");
     const char *node = jstr(r, "node");
-    char key[300];
-    snprintf(key, sizeof key, "/nodes/%s/nc/vms/%s", node, name);
-    json_t *local = *node ? nc__cl_get_json(c->cfg.store, key, NULL) : NULL;
+    json_t *local = *node ? node_vm(c, locals, node, name) : NULL;
     json_t *spec = json_object_get(r, "spec");
     char created[NC_ISO8601_LEN] = "";
     if (local)
@@ -445,8 +460,8 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
     if (created[0])
       json_object_set_new(json_array_get(out, json_array_size(out) - 1), "created_at",
                           json_string(created));
-    json_decref(local);
   }
+  json_decref(locals);
   json_decref(vms);
   json_decref(alive);
   return out;

@@ -26,16 +26,14 @@
 #include "util/sync.h"
 
 #define COMPONENT "controller"
-#define DEAD_MAX 256
-
 struct dead_node {
   char name[NC_CL_NODE_MAX];
   int64_t since_ms; /* when this controller first saw it without a lease */
 };
 
 struct nc_ctl {
-  struct dead_node dead[DEAD_MAX];
-  size_t ndead;
+  struct dead_node *dead; /* nodes seen without a lease, at most one per node */
+  size_t ndead, cap_dead;
   /* The one live migration in flight, for a drain or the rebalancer. */
   bool move_is_drain;
   char drain_vm[64], drain_src[NC_CL_NODE_MAX], drain_dst[NC_CL_NODE_MAX], drain_op[64];
@@ -54,7 +52,11 @@ int nc__ctl_new(struct nc_cluster *c, struct nc_ctl **out) {
   return *out ? 0 : -ENOMEM;
 }
 
-void nc__ctl_free(struct nc_ctl *ctl) { free(ctl); }
+void nc__ctl_free(struct nc_ctl *ctl) {
+  if (ctl)
+    free(ctl->dead);
+  free(ctl);
+}
 
 static const char *jstr(json_t *o, const char *k) {
   const char *s = json_string_value(json_object_get(o, k));
@@ -260,7 +262,13 @@ static int place_in_view(struct nc_cluster *c, struct view *v, const char *name,
   b.r.navoid = na;
   struct nc_sched_choice ch;
   json_t *ex = NULL;
-  rc = nc_sched_place(s, &b.r, 0, &ch, &ex);
+  /* Explaining costs a JSON object per host: only when asked, or to say
+   * why nothing fits. */
+  rc = nc_sched_place(s, &b.r, 0, &ch, explain ? &ex : NULL);
+  if (rc == -ENOSPC && !ex) {
+    struct nc_sched_choice dry;
+    nc_sched_place(s, &b.r, NC_SCHED_DRY_RUN, &dry, &ex);
+  }
   node[0] = '\0';
   if (rc == 0 && b.r.ha) {
     struct nc_sched_n1 n1;
@@ -271,7 +279,8 @@ static int place_in_view(struct nc_cluster *c, struct view *v, const char *name,
                             "another HA vm) if node \"%s\" failed (N+1 admission); add "
                             "capacity or create it without --ha",
                             name, ch.host, n1.items[0].failed_host);
-        json_object_set_new(ex, "n1_stranded",
+        if (ex)
+          json_object_set_new(ex, "n1_stranded",
                             json_pack("{s:s, s:s}", "failed_host", n1.items[0].failed_host,
                                       "vm", n1.items[0].vm));
       }
@@ -345,8 +354,7 @@ static void place_pending(struct nc_cluster *c, struct view *v) {
       continue;
     char node[NC_CL_NODE_MAX];
     struct nc_errinfo err = {0};
-    json_t *ex = NULL;
-    int rc = place_in_view(c, v, name, rec, NULL, node, sizeof node, &ex, &err);
+    int rc = place_in_view(c, v, name, rec, NULL, node, sizeof node, NULL, &err);
     json_t *r = json_deep_copy(rec);
     if (rc == 0) {
       json_object_set_new(r, "node", json_string(node));
@@ -357,8 +365,6 @@ static void place_pending(struct nc_cluster *c, struct view *v) {
       json_object_set_new(r, "error", json_string(err.message));
       nc_warn(COMPONENT, "%s", err.message);
     }
-    if (ex)
-      json_object_set_new(r, "explain", ex);
     if (put_record(c, name, r, json_integer_value(json_object_get(e, "rev"))) == 0)
       json_object_set_new(e, "v", r); /* later decisions in this tick see it */
     else
@@ -378,8 +384,16 @@ static int64_t dead_for(struct nc_ctl *ctl, const char *node, bool alive, int64_
     }
     return now - ctl->dead[i].since_ms;
   }
-  if (alive || ctl->ndead == DEAD_MAX)
+  if (alive)
     return 0;
+  if (ctl->ndead == ctl->cap_dead) {
+    size_t cap = ctl->cap_dead ? ctl->cap_dead * 2 : 16;
+    struct dead_node *d = realloc(ctl->dead, cap * sizeof *d);
+    if (!d)
+      return 0; /* tried again next tick */
+    ctl->dead = d;
+    ctl->cap_dead = cap;
+  }
   snprintf(ctl->dead[ctl->ndead].name, sizeof ctl->dead[ctl->ndead].name, "%s", node);
   ctl->dead[ctl->ndead++].since_ms = now;
   nc_warn(COMPONENT, "node \"%s\" lost its lease", node);

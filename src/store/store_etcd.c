@@ -1667,6 +1667,11 @@ int nc__store_etcd_open(const char *endpoints, struct nc_clock *clock,
   int err = parse_endpoints(s, endpoints);
   if (err < 0)
     goto fail;
+  /* Start on a random endpoint: every node of a cluster is given the same
+   * list, and they must not all load the first member. */
+  uint32_t r = 0;
+  nc_rand_system()->fill(nc_rand_system(), &r, sizeof r);
+  s->preferred = r % s->nendpoints;
   static const char *const headers[] = {
       "Content-Type: application/json",
       "Expect:", /* no 100-continue round trip on large bodies */
