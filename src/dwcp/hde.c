@@ -1,10 +1,12 @@
 /* HDE page codec: one token per 4096-byte page.
  *
- * Token layout (NC_HDE_VERSION 1). Big endian. These bytes go on the wire:
+ * Token layout (NC_HDE_VERSION 2; version 1 had no PREV, DELTA_PREV, plain
+ * codec or frames, and its tokens decode unchanged). Big endian. These bytes go on the wire:
  * changing anything here breaks compatibility; bump NC_HDE_VERSION.
  *
  *   off  size  field
- *   0    1     kind: 0 ZERO, 1 REF, 2 DELTA, 3 RAW, 4 STORED
+ *   0    1     kind: 0 ZERO, 1 REF, 2 DELTA, 3 RAW, 4 STORED, 5 PREV,
+ *              6 DELTA_PREV (5 and 6: below, no hash for PREV)
  *   1    16    XXH3-128 of the page the token produces, canonical form
  *              (XXH128_canonical_t: high 64 bits then low 64 bits, BE)
  *   17   ...   body, by kind:
@@ -16,14 +18,41 @@
  *     RAW     u8 codec | u16 n | n bytes:           total 20 + n bytes
  *             the page, compressed
  *     STORED  4096 bytes: the page                  total 4113 bytes
- *   codec: 1 = LZ4 block (LZ4_compress_fast; no frame),
+ *   codec: 0 = plain (v2): n = 4096 and the body is the page (RAW) or
+ *              the XOR (DELTA, DELTA_PREV) itself, uncompressed. The
+ *              encoder emits it only with frames on (nc_hde_enc_set_frames):
+ *              the frame around the tokens compresses them together;
+ *          1 = LZ4 block (LZ4_compress_fast; no frame),
  *          2 = one zstd frame without its 4-byte magic number (saves 4
  *              bytes a page); the frame must declare a content size of
  *              exactly 4096 and the body must hold nothing else.
- *   1 <= n <= 4095. A token's length must match its kind exactly; anything
- *   else is NC_E_PROTO, as is a body that does not decompress to exactly
- *   4096 bytes (decompression is bounded: LZ4_decompress_safe and
- *   ZSTD_decompressDCtx into the 4096-byte page, never more).
+ *   1 <= n <= 4095 for codecs 1 and 2. A token's length must match its
+ *   kind exactly; anything else is NC_E_PROTO, as is a body that does not
+ *   decompress to exactly 4096 bytes (decompression is bounded:
+ *   LZ4_decompress_safe and ZSTD_decompressDCtx into the 4096-byte page,
+ *   never more).
+ *
+ * Version 2 adds two kinds that use the record of the previous migration
+ * of the same VM between the same two nodes (nc_hde_rec: key -> hash of
+ * the last version both ends exchanged), announced at session start by
+ * nc_hde_enc_set_prev / nc_hde_dec_set_prev with the same record and the
+ * same "held" bitmap (the destination holds, and has pinned, that hash):
+ *     PREV (5)        kind only, total 1 byte: the page is the content of
+ *                     the record's hash for this key. The decoder reads it
+ *                     from its cache, which checks it against that hash.
+ *                     The encoder sends it only when the page's own hash
+ *                     equals the record's, so this is a REF whose 16 bytes
+ *                     both ends already agree on.
+ *     DELTA_PREV (6)  as DELTA, but the XOR is against the content of the
+ *                     record's hash for this key (read from the cache).
+ *   A key without a held record entry makes both NC_E_PROTO.
+ *
+ * Frames (v2), the unit a DATA message carries (nc_hde_frame_pack):
+ *   u8 codec (0 stored, 1 LZ4 block, 2 zstd frame with its magic) |
+ *   u32 plain length (1 .. the receiver's cap) | body
+ *   stored: the body is the plain bytes; lz4/zstd: it decompresses to
+ *   exactly the plain length (zstd: one frame, declared content size equal
+ *   to it, nothing after it).
  *
  * Shared state, kept identical on both sides by applying the same rules to
  * the same sequence of (key, page), so no message is ever needed:
@@ -48,8 +77,10 @@
  *   less than the decoder holds (if it ran out of memory recording L it
  *   still counts the page, so it only ever references less), never more. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lz4.h>
 #include <xxhash.h>
@@ -58,8 +89,16 @@
 #include "dwcp/hde.h"
 #include "util/err.h"
 
-enum tok_kind { TOK_ZERO = 0, TOK_REF = 1, TOK_DELTA = 2, TOK_RAW = 3, TOK_STORED = 4 };
-enum tok_codec { TOK_LZ4 = 1, TOK_ZSTD = 2 };
+enum tok_kind {
+  TOK_ZERO = 0,
+  TOK_REF = 1,
+  TOK_DELTA = 2,
+  TOK_RAW = 3,
+  TOK_STORED = 4,
+  TOK_PREV = 5,
+  TOK_DELTA_PREV = 6
+};
+enum tok_codec { TOK_PLAIN = 0, TOK_LZ4 = 1, TOK_ZSTD = 2 };
 
 #define TOK_HDR 17                       /* kind + hash */
 #define TOK_CHDR 20                      /* + codec + u16 n */
@@ -317,6 +356,105 @@ static void hset_add(struct hset *s, const struct nc_hash128 *h) {
   s->n++;
 }
 
+
+/* ---- key -> hash maps (the previous record, this session's record) ---- */
+
+struct kent {
+  uint64_t key;
+  struct nc_hash128 h;
+  uint8_t used;
+};
+
+struct kmap {
+  struct kent *e;
+  uint64_t mask, n;
+  bool broken; /* an insertion could not get memory: the record is incomplete */
+};
+
+static const struct kent *kmap_get(const struct kmap *m, uint64_t key) {
+  if (!m->e)
+    return NULL;
+  for (uint64_t i = mix64(key) & m->mask;; i = (i + 1) & m->mask) {
+    if (!m->e[i].used)
+      return NULL;
+    if (m->e[i].key == key)
+      return &m->e[i];
+  }
+}
+
+static int kmap_grow(struct kmap *m) {
+  uint64_t cap = m->e ? m->mask + 1 : 0;
+  if (m->n + 1 <= cap / 2)
+    return 0;
+  if (m->n + 1 > NC_HDE_REC_MAX)
+    return NC_E_TOOBIG;
+  uint64_t ncap = cap ? cap * 2 : 1024;
+  struct kent *ne = calloc(ncap, sizeof *ne);
+  if (!ne)
+    return -ENOMEM;
+  for (uint64_t i = 0; i < cap; i++) {
+    if (!m->e[i].used)
+      continue;
+    uint64_t j = mix64(m->e[i].key) & (ncap - 1);
+    while (ne[j].used)
+      j = (j + 1) & (ncap - 1);
+    ne[j] = m->e[i];
+  }
+  free(m->e);
+  m->e = ne;
+  m->mask = ncap - 1;
+  return 0;
+}
+
+static int kmap_put(struct kmap *m, uint64_t key, const struct nc_hash128 *h) {
+  struct kent *x = (struct kent *)kmap_get(m, key);
+  if (x) {
+    x->h = *h;
+    return 0;
+  }
+  int rc = kmap_grow(m);
+  if (rc < 0)
+    return rc;
+  uint64_t i = mix64(key) & m->mask;
+  while (m->e[i].used)
+    i = (i + 1) & m->mask;
+  m->e[i].key = key;
+  m->e[i].h = *h;
+  m->e[i].used = 1;
+  m->n++;
+  return 0;
+}
+
+static void kmap_del(struct kmap *m, uint64_t key) {
+  const struct kent *x = kmap_get(m, key);
+  if (!x)
+    return;
+  uint64_t i = (uint64_t)(x - m->e), j = i;
+  for (;;) {
+    j = (j + 1) & m->mask;
+    if (!m->e[j].used)
+      break;
+    uint64_t k = mix64(m->e[j].key) & m->mask;
+    bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (stays)
+      continue;
+    m->e[i] = m->e[j];
+    i = j;
+  }
+  memset(&m->e[i], 0, sizeof m->e[i]);
+  m->n--;
+}
+
+/* This session's record: what the page at key is after this token. */
+static void cur_note(struct kmap *m, uint64_t key, const struct nc_hash128 *h) {
+  if (!h) {
+    kmap_del(m, key);
+    return;
+  }
+  if (!m->broken && kmap_put(m, key, h) < 0)
+    m->broken = true;
+}
+
 /* ---- parameters ------------------------------------------------------- */
 
 static int params_check(const struct nc_hde_params *p) {
@@ -327,6 +465,10 @@ static int params_check(const struct nc_hde_params *p) {
   if (p->delta_cache_bytes > NC_HDE_DELTA_CACHE_MAX)
     return NC_E_TOOBIG;
   return 0;
+}
+
+static uint32_t get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static void put_be16(uint8_t *p, uint16_t v) {
@@ -345,8 +487,12 @@ struct nc_hde_enc {
   struct nc_pcache *local;
   ZSTD_CCtx *zc;
   struct nc_hde_stats st;
+  bool frames;       /* plain bodies: the frame compresses them */
+  struct kmap prev;  /* key -> held hash of the previous migration's record */
+  struct kmap cur;   /* key -> hash of this session's last version */
   uint8_t zero_canon[16];
   uint8_t xbuf[NC_HDE_PAGE];
+  uint8_t base[NC_HDE_PAGE];
   /* Compressor output: the body starts at +ZSTD_MAGIC_BYTES, so zstd
    * writes its magic in front and nothing is moved. */
   uint8_t dbuf[ZSTD_MAGIC_BYTES + NC_HDE_PAGE];
@@ -425,6 +571,8 @@ void nc_hde_enc_free(struct nc_hde_enc *e) {
     return;
   mirror_free(&e->m);
   free(e->known.e);
+  free(e->prev.e);
+  free(e->cur.e);
   ZSTD_freeCCtx(e->zc);
   free(e);
 }
@@ -467,6 +615,36 @@ static size_t compress_page(struct nc_hde_enc *e, const uint8_t *src, uint8_t *b
   return r - ZSTD_MAGIC_BYTES;
 }
 
+static unsigned nz_words(const uint8_t *p) {
+  unsigned n = 0;
+  for (size_t i = 0; i < NC_HDE_PAGE; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    n += w != 0;
+  }
+  return n;
+}
+
+/* With frames: DELTA (or DELTA_PREV) against base when the XOR has fewer
+ * nonzero words than the page (a cheap stand-in for "compresses smaller"),
+ * else RAW; both with plain bodies. Returns the token length. */
+static size_t encode_plain(struct nc_hde_enc *e, const uint8_t *page, const uint8_t *base,
+                           uint8_t dkind, uint8_t *out) {
+  const uint8_t *body = page;
+  out[0] = TOK_RAW;
+  if (base) {
+    page_xor(e->xbuf, page, base);
+    if (nz_words(e->xbuf) < nz_words(page)) {
+      body = e->xbuf;
+      out[0] = dkind;
+    }
+  }
+  out[17] = TOK_PLAIN;
+  put_be16(out + 18, NC_HDE_PAGE);
+  memcpy(out + TOK_CHDR, body, NC_HDE_PAGE);
+  return TOK_CHDR + NC_HDE_PAGE;
+}
+
 int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_PAGE],
                   uint8_t *out, size_t *out_len) {
   if (!e || !page || !out || !out_len)
@@ -477,18 +655,43 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
     memcpy(out + 1, e->zero_canon, 16);
     len = TOK_HDR;
     mirror_del(&e->m, key);
+    cur_note(&e->cur, key, NULL);
     e->st.zero++;
     goto done;
   }
 
   struct nc_hash128 h;
   nc_hde_hash(page, &h);
+  const struct kent *pv = kmap_get(&e->prev, key);
+  if (pv && pv->h.lo == h.lo && pv->h.hi == h.hi) {
+    out[0] = TOK_PREV; /* both ends agree on the hash: it need not travel */
+    len = 1;
+    e->st.prev++;
+    goto store;
+  }
   hash_canon(&h, out + 1);
   if (e->p.dedup && hset_has(&e->known, &h)) {
     out[0] = TOK_REF;
     len = TOK_HDR;
     e->st.ref++;
     goto store;
+  }
+
+  if (e->frames && e->p.codec != NC_HDE_NONE) {
+    const uint8_t *base = mirror_get(&e->m, key);
+    uint8_t dkind = TOK_DELTA;
+    if (!base && pv && e->local && nc_pcache_get(e->local, &pv->h, e->base) == 0) {
+      base = e->base;
+      dkind = TOK_DELTA_PREV;
+    }
+    len = encode_plain(e, page, base, dkind, out);
+    if (out[0] == TOK_RAW)
+      e->st.raw++;
+    else if (out[0] == TOK_DELTA)
+      e->st.delta++;
+    else
+      e->st.delta_prev++;
+    goto ledger;
   }
 
   /* DELTA wins only when strictly smaller than RAW; RAW only when smaller
@@ -522,6 +725,7 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
     e->st.stored++;
   }
 
+ledger:
   /* Ledger, by the rule the decoder applies (see the top of this file). */
   if (e->quota_used < e->p.new_pages_quota && !hset_has(&e->known, &h)) {
     e->quota_used++;
@@ -533,6 +737,7 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
 
 store:
   mirror_put(&e->m, key, page);
+  cur_note(&e->cur, key, &h);
   if (e->local && nc_pcache_put(e->local, &h, page) < 0)
     e->st.local_put_errors++;
 done:
@@ -561,10 +766,14 @@ struct nc_hde_dec {
   uint64_t quota_used;
   struct nc_pcache *cache;
   uint64_t session;
-  ZSTD_DCtx *zd;
+  ZSTD_DCtx *zd;  /* tokens: pages of 4096 bytes */
+  ZSTD_DCtx *zfd; /* frames */
   struct nc_hde_stats st;
+  struct kmap prev; /* as the encoder's */
+  struct kmap cur;
   uint8_t zero_canon[16];
   uint8_t zin[ZSTD_MAGIC_BYTES + TOK_BODY_MAX];
+  uint8_t base[NC_HDE_PAGE];
 };
 
 int nc_hde_dec_new(const struct nc_hde_params *p, struct nc_pcache *cache, uint64_t session,
@@ -595,8 +804,15 @@ int nc_hde_dec_new(const struct nc_hde_params *p, struct nc_pcache *cache, uint6
     rc = -ENOMEM;
     goto fail;
   }
-  /* Pages are 4096 bytes: no legitimate frame needs a larger window. */
-  if (ZSTD_isError(ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, 12))) {
+  d->zfd = ZSTD_createDCtx();
+  if (!d->zfd) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  /* Pages are 4096 bytes: no legitimate frame needs a larger window; a
+   * DATA frame is at most NC_HDE_FRAME_PLAIN_MAX. */
+  if (ZSTD_isError(ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, 12)) ||
+      ZSTD_isError(ZSTD_DCtx_setParameter(d->zfd, ZSTD_d_windowLogMax, NC_HDE_FRAME_WLOG))) {
     rc = NC_E_INVALID;
     goto fail;
   }
@@ -612,7 +828,10 @@ void nc_hde_dec_free(struct nc_hde_dec *d) {
     return;
   mirror_free(&d->m);
   free(d->stored.e);
+  free(d->prev.e);
+  free(d->cur.e);
   ZSTD_freeDCtx(d->zd);
+  ZSTD_freeDCtx(d->zfd);
   free(d);
 }
 
@@ -642,12 +861,13 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
   if (!d || !page)
     return -EINVAL;
   int rc = NC_E_PROTO;
-  if (!tok || len < TOK_HDR)
+  if (!tok || len < 1 || (tok[0] != TOK_PREV && len < TOK_HDR))
     goto fail;
   uint8_t kind = tok[0];
   const uint8_t *hc = tok + 1;
-  struct nc_hash128 h;
-  hash_uncanon(hc, &h);
+  struct nc_hash128 h = {0, 0};
+  if (kind != TOK_PREV)
+    hash_uncanon(hc, &h);
 
   switch (kind) {
   case TOK_ZERO:
@@ -659,6 +879,7 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
     }
     memset(page, 0, NC_HDE_PAGE);
     mirror_del(&d->m, key);
+    cur_note(&d->cur, key, NULL);
     d->st.zero++;
     goto done;
   case TOK_REF:
@@ -673,19 +894,48 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
       goto fail;
     d->st.ref++;
     goto store;
+  case TOK_PREV: {
+    if (len != 1)
+      goto fail;
+    const struct kent *pv = kmap_get(&d->prev, key);
+    if (!pv || !d->cache)
+      goto fail; /* no held record entry: the encoder would never send this */
+    rc = nc_pcache_get(d->cache, &pv->h, page); /* checks the content's hash */
+    if (rc < 0)
+      goto fail;
+    h = pv->h;
+    d->st.prev++;
+    goto store;
+  }
   case TOK_DELTA:
+  case TOK_DELTA_PREV:
   case TOK_RAW: {
     if (len < TOK_CHDR)
       goto fail;
     size_t n = (size_t)tok[18] << 8 | tok[19];
-    if (n == 0 || n > TOK_BODY_MAX || len != TOK_CHDR + n)
+    if (tok[17] == TOK_PLAIN ? n != NC_HDE_PAGE : n == 0 || n > TOK_BODY_MAX)
+      goto fail;
+    if (len != TOK_CHDR + n)
       goto fail;
     const uint8_t *prev = NULL;
     if (kind == TOK_DELTA && !(prev = mirror_get(&d->m, key)))
       goto fail; /* no base: the encoder would never send this */
-    rc = decompress_page(d, tok[17], tok + TOK_CHDR, n, page);
-    if (rc < 0)
-      goto fail;
+    if (kind == TOK_DELTA_PREV) {
+      const struct kent *pv = kmap_get(&d->prev, key);
+      if (!pv || !d->cache)
+        goto fail;
+      rc = nc_pcache_get(d->cache, &pv->h, d->base); /* hash-checked base */
+      if (rc < 0)
+        goto fail;
+      prev = d->base;
+    }
+    if (tok[17] == TOK_PLAIN) {
+      memcpy(page, tok + TOK_CHDR, NC_HDE_PAGE);
+    } else {
+      rc = decompress_page(d, tok[17], tok + TOK_CHDR, n, page);
+      if (rc < 0)
+        goto fail;
+    }
     if (prev)
       page_xor(page, page, prev);
     break;
@@ -721,6 +971,8 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
   }
   if (kind == TOK_DELTA)
     d->st.delta++;
+  else if (kind == TOK_DELTA_PREV)
+    d->st.delta_prev++;
   else if (kind == TOK_RAW)
     d->st.raw++;
   else
@@ -728,6 +980,7 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
 
 store:
   mirror_put(&d->m, key, page);
+  cur_note(&d->cur, key, &h);
 done:
   d->st.pages++;
   d->st.bytes_in += len;
@@ -745,4 +998,399 @@ void nc_hde_dec_stats(const struct nc_hde_dec *d, struct nc_hde_stats *out) {
     *out = d->st;
   else
     memset(out, 0, sizeof *out);
+}
+
+/* ---- frames ------------------------------------------------------------ */
+
+enum { FRAME_STORED = 0, FRAME_LZ4 = 1, FRAME_ZSTD = 2 };
+
+int nc_hde_enc_set_frames(struct nc_hde_enc *e, bool on) {
+  if (!e)
+    return -EINVAL;
+  e->frames = on;
+  return 0;
+}
+
+size_t nc_hde_frame_bound(size_t plain_len) {
+  size_t z = ZSTD_compressBound(plain_len);
+  size_t l = plain_len <= LZ4_MAX_INPUT_SIZE ? (size_t)LZ4_compressBound((int)plain_len) : 0;
+  size_t m = z > l ? z : l;
+  return NC_HDE_FRAME_HDR + (m > plain_len ? m : plain_len);
+}
+
+static void frame_hdr(uint8_t *out, uint8_t codec, size_t plain_len) {
+  out[0] = codec;
+  out[1] = (uint8_t)(plain_len >> 24);
+  out[2] = (uint8_t)(plain_len >> 16);
+  out[3] = (uint8_t)(plain_len >> 8);
+  out[4] = (uint8_t)plain_len;
+}
+
+int nc_hde_frame_pack(struct nc_hde_enc *e, const uint8_t *plain, size_t len, uint8_t *out,
+                      size_t cap, size_t *out_len) {
+  if (!e || !plain || !out || !out_len || len == 0 || len > NC_HDE_FRAME_PLAIN_MAX ||
+      cap < nc_hde_frame_bound(len))
+    return -EINVAL;
+  size_t n = 0;
+  uint8_t codec = FRAME_STORED;
+  if (e->p.codec == NC_HDE_LZ4) {
+    int r = LZ4_compress_fast((const char *)plain, (char *)out + NC_HDE_FRAME_HDR, (int)len,
+                              (int)(cap - NC_HDE_FRAME_HDR), e->lz4_accel);
+    if (r > 0) {
+      n = (size_t)r;
+      codec = FRAME_LZ4;
+    }
+  } else if (e->p.codec == NC_HDE_ZSTD) {
+    size_t r = ZSTD_compress2(e->zc, out + NC_HDE_FRAME_HDR, cap - NC_HDE_FRAME_HDR, plain, len);
+    if (!ZSTD_isError(r)) {
+      n = r;
+      codec = FRAME_ZSTD;
+    }
+  }
+  if (codec == FRAME_STORED || n >= len) { /* the stored fallback */
+    codec = FRAME_STORED;
+    memcpy(out + NC_HDE_FRAME_HDR, plain, len);
+    n = len;
+  }
+  frame_hdr(out, codec, len);
+  *out_len = NC_HDE_FRAME_HDR + n;
+  e->st.frames++;
+  e->st.frame_bytes_in += len;
+  e->st.frame_bytes_out += *out_len;
+  return 0;
+}
+
+int nc_hde_frame_unpack(struct nc_hde_dec *d, const uint8_t *in, size_t len, uint8_t *plain,
+                        size_t cap, size_t *out_len) {
+  if (!d || !in || !plain || !out_len)
+    return -EINVAL;
+  *out_len = 0;
+  if (len < NC_HDE_FRAME_HDR)
+    return NC_E_PROTO;
+  size_t plen = (size_t)in[1] << 24 | (size_t)in[2] << 16 | (size_t)in[3] << 8 | in[4];
+  const uint8_t *body = in + NC_HDE_FRAME_HDR;
+  size_t n = len - NC_HDE_FRAME_HDR;
+  if (plen == 0 || plen > NC_HDE_FRAME_PLAIN_MAX)
+    return NC_E_PROTO;
+  if (plen > cap)
+    return NC_E_TOOBIG;
+  switch (in[0]) {
+  case FRAME_STORED:
+    if (n != plen)
+      return NC_E_PROTO;
+    memcpy(plain, body, plen);
+    break;
+  case FRAME_LZ4: {
+    if (n == 0 || n > (size_t)LZ4_MAX_INPUT_SIZE)
+      return NC_E_PROTO;
+    int r = LZ4_decompress_safe((const char *)body, (char *)plain, (int)n, (int)plen);
+    if (r < 0 || (size_t)r != plen)
+      return NC_E_PROTO;
+    break;
+  }
+  case FRAME_ZSTD: {
+    if (ZSTD_getFrameContentSize(body, n) != plen)
+      return NC_E_PROTO; /* unknown, other, or not a frame */
+    size_t fsize = ZSTD_findFrameCompressedSize(body, n);
+    if (ZSTD_isError(fsize) || fsize != n)
+      return NC_E_PROTO; /* exactly one frame, nothing after it */
+    size_t r = ZSTD_decompressDCtx(d->zfd, plain, plen, body, n);
+    if (ZSTD_isError(r) || r != plen)
+      return NC_E_PROTO;
+    break;
+  }
+  default:
+    return NC_E_PROTO;
+  }
+  *out_len = plen;
+  return 0;
+}
+
+/* ---- the previous migration's record ----------------------------------- */
+
+struct rec_ent {
+  uint64_t key;
+  struct nc_hash128 h;
+};
+
+struct nc_hde_rec {
+  uint64_t n;
+  struct rec_ent *e; /* ascending by key, keys distinct */
+  uint8_t digest[16];
+};
+
+#define REC_MAGIC "NCHDEREC"
+#define REC_VERSION 1u
+#define REC_HDR 20    /* magic, u32 version, u64 count */
+#define REC_ENT 24    /* u64 key, 16-byte hash */
+
+static void rec_ent_put(uint8_t *p, const struct rec_ent *x) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(x->key >> (56 - 8 * i));
+  hash_canon(&x->h, p + 8);
+}
+
+/* The digest: XXH3-128 of the entries as stored (count, then each). */
+static void rec_digest(struct nc_hde_rec *r) {
+  XXH3_state_t *st = XXH3_createState();
+  uint8_t buf[REC_ENT];
+  XXH128_hash_t x = {0, 0};
+  if (st && XXH3_128bits_reset(st) == XXH_OK) {
+    for (int i = 0; i < 8; i++)
+      buf[i] = (uint8_t)(r->n >> (56 - 8 * i));
+    XXH3_128bits_update(st, buf, 8);
+    for (uint64_t i = 0; i < r->n; i++) {
+      rec_ent_put(buf, &r->e[i]);
+      XXH3_128bits_update(st, buf, REC_ENT);
+    }
+    x = XXH3_128bits_digest(st);
+  } else {
+    x = XXH3_128bits(&r->n, 0); /* no memory: a digest no peer will match... */
+    x.low64 ^= UINT64_C(0x9e3779b97f4a7c15) ^ r->n;
+  }
+  XXH3_freeState(st);
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, x);
+  memcpy(r->digest, c.digest, 16);
+}
+
+static int cmp_rec(const void *a, const void *b) {
+  uint64_t x = ((const struct rec_ent *)a)->key, y = ((const struct rec_ent *)b)->key;
+  return x < y ? -1 : x > y;
+}
+
+static int rec_from_map(const struct kmap *m, struct nc_hde_rec **out) {
+  *out = NULL;
+  if (m->broken)
+    return -ENOMEM;
+  struct nc_hde_rec *r = calloc(1, sizeof *r);
+  if (!r)
+    return -ENOMEM;
+  r->e = malloc((m->n ? m->n : 1) * sizeof *r->e);
+  if (!r->e) {
+    free(r);
+    return -ENOMEM;
+  }
+  for (uint64_t i = 0; m->e && i <= m->mask; i++)
+    if (m->e[i].used)
+      r->e[r->n++] = (struct rec_ent){m->e[i].key, m->e[i].h};
+  qsort(r->e, r->n, sizeof *r->e, cmp_rec);
+  rec_digest(r);
+  *out = r;
+  return 0;
+}
+
+int nc_hde_enc_record(const struct nc_hde_enc *e, struct nc_hde_rec **out) {
+  if (!e || !out)
+    return -EINVAL;
+  return rec_from_map(&e->cur, out);
+}
+
+int nc_hde_dec_record(const struct nc_hde_dec *d, struct nc_hde_rec **out) {
+  if (!d || !out)
+    return -EINVAL;
+  return rec_from_map(&d->cur, out);
+}
+
+void nc_hde_rec_free(struct nc_hde_rec *r) {
+  if (!r)
+    return;
+  free(r->e);
+  free(r);
+}
+
+uint64_t nc_hde_rec_count(const struct nc_hde_rec *r) {
+  return r ? r->n : 0;
+}
+
+void nc_hde_rec_digest(const struct nc_hde_rec *r, uint8_t out[16]) {
+  if (r)
+    memcpy(out, r->digest, 16);
+  else
+    memset(out, 0, 16);
+}
+
+int nc_hde_rec_save(const struct nc_hde_rec *r, const char *path) {
+  if (!r || !path)
+    return -EINVAL;
+  size_t plen = strlen(path);
+  char *tmp = malloc(plen + 5);
+  size_t size = REC_HDR + (size_t)r->n * REC_ENT + 16;
+  uint8_t *buf = malloc(size);
+  int rc = -ENOMEM;
+  if (!tmp || !buf)
+    goto out;
+  memcpy(tmp, path, plen);
+  memcpy(tmp + plen, ".tmp", 5);
+  memcpy(buf, REC_MAGIC, 8);
+  for (int i = 0; i < 4; i++)
+    buf[8 + i] = (uint8_t)(REC_VERSION >> (24 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    buf[12 + i] = (uint8_t)(r->n >> (56 - 8 * i));
+  for (uint64_t i = 0; i < r->n; i++)
+    rec_ent_put(buf + REC_HDR + i * REC_ENT, &r->e[i]);
+  memcpy(buf + size - 16, r->digest, 16);
+  FILE *f = fopen(tmp, "wbe");
+  if (!f) {
+    rc = -errno;
+    goto out;
+  }
+  size_t w = fwrite(buf, 1, size, f);
+  rc = fclose(f) == 0 && w == size ? 0 : -EIO;
+  if (rc == 0 && rename(tmp, path) != 0)
+    rc = -errno;
+  if (rc < 0)
+    unlink(tmp);
+out:
+  free(tmp);
+  free(buf);
+  return rc;
+}
+
+int nc_hde_rec_load(const char *path, struct nc_hde_rec **out) {
+  if (!path || !out)
+    return -EINVAL;
+  *out = NULL;
+  FILE *f = fopen(path, "rbe");
+  if (!f)
+    return -errno;
+  uint8_t hdr[REC_HDR];
+  int rc = NC_E_PROTO;
+  struct nc_hde_rec *r = NULL;
+  uint8_t *buf = NULL;
+  if (fread(hdr, 1, REC_HDR, f) != REC_HDR || memcmp(hdr, REC_MAGIC, 8) != 0 ||
+      get_be32(hdr + 8) != REC_VERSION)
+    goto out;
+  uint64_t n = (uint64_t)get_be32(hdr + 12) << 32 | get_be32(hdr + 16);
+  if (n > NC_HDE_REC_MAX)
+    goto out;
+  size_t body = (size_t)n * REC_ENT + 16;
+  r = calloc(1, sizeof *r);
+  buf = malloc(body);
+  if (!r || !buf || !(r->e = malloc((n ? n : 1) * sizeof *r->e))) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  if (fread(buf, 1, body, f) != body || fgetc(f) != EOF)
+    goto out;
+  for (uint64_t i = 0; i < n; i++) {
+    const uint8_t *p = buf + i * REC_ENT;
+    uint64_t k = (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+    if (i > 0 && k <= r->e[i - 1].key)
+      goto out; /* ascending, distinct */
+    r->e[i].key = k;
+    hash_uncanon(p + 8, &r->e[i].h);
+  }
+  r->n = n;
+  rec_digest(r);
+  if (memcmp(r->digest, buf + body - 16, 16) != 0)
+    goto out; /* damaged */
+  *out = r;
+  r = NULL;
+  rc = 0;
+out:
+  fclose(f);
+  free(buf);
+  nc_hde_rec_free(r);
+  return rc;
+}
+
+static bool summary_has(const uint8_t *sum, uint64_t count, const uint8_t canon[16],
+                        uint64_t *pos) {
+  uint64_t lo = 0, hi = count;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    int c = memcmp(sum + 9 + mid * 16, canon, 16);
+    if (c == 0) {
+      *pos = mid;
+      return true;
+    }
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return false;
+}
+
+int nc_hde_rec_match(const struct nc_hde_rec *r, uint8_t *summary, size_t *summary_len,
+                     uint8_t **held, size_t *held_len) {
+  if (!r || !summary || !summary_len || !held || !held_len)
+    return -EINVAL;
+  *held = NULL;
+  *held_len = 0;
+  size_t len = *summary_len;
+  if (len < 9 || summary[0] != SUMMARY_VERSION || (len - 9) % 16 != 0)
+    return NC_E_PROTO;
+  uint64_t count = (len - 9) / 16;
+  size_t blen = (size_t)((r->n + 7) / 8);
+  uint8_t *bits = calloc(blen ? blen : 1, 1);
+  uint8_t *drop = calloc(count ? count : 1, 1);
+  if (!bits || !drop) {
+    free(bits);
+    free(drop);
+    return -ENOMEM;
+  }
+  for (uint64_t i = 0; i < r->n; i++) {
+    uint8_t c[16];
+    uint64_t pos;
+    hash_canon(&r->e[i].h, c);
+    if (summary_has(summary, count, c, &pos)) {
+      bits[i / 8] |= (uint8_t)(1u << (i % 8));
+      drop[pos] = 1;
+    }
+  }
+  uint64_t kept = 0;
+  for (uint64_t i = 0; i < count; i++)
+    if (!drop[i])
+      memmove(summary + 9 + kept++ * 16, summary + 9 + i * 16, 16);
+  for (int b = 0; b < 8; b++)
+    summary[1 + b] = (uint8_t)(kept >> (56 - 8 * b));
+  *summary_len = 9 + kept * 16;
+  free(drop);
+  *held = bits;
+  *held_len = blen;
+  return 0;
+}
+
+static int prev_load(struct kmap *m, struct hset *known, const struct nc_hde_rec *r,
+                     const uint8_t *held, size_t held_len) {
+  if (!r || (!held && held_len))
+    return -EINVAL;
+  if (held_len != (r->n + 7) / 8)
+    return NC_E_PROTO;
+  free(m->e);
+  memset(m, 0, sizeof *m);
+  for (uint64_t i = 0; i < r->n; i++) {
+    if (!(held[i / 8] >> (i % 8) & 1))
+      continue;
+    int rc = kmap_put(m, r->e[i].key, &r->e[i].h);
+    if (rc == 0 && known) {
+      if (!hset_has(known, &r->e[i].h)) {
+        rc = hset_reserve(known, 1);
+        if (rc == 0)
+          hset_add(known, &r->e[i].h);
+      }
+    }
+    if (rc < 0) {
+      free(m->e);
+      memset(m, 0, sizeof *m);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int nc_hde_enc_set_prev(struct nc_hde_enc *e, const struct nc_hde_rec *r, const uint8_t *held,
+                        size_t held_len) {
+  if (!e)
+    return -EINVAL;
+  return prev_load(&e->prev, e->p.dedup ? &e->known : NULL, r, held, held_len);
+}
+
+int nc_hde_dec_set_prev(struct nc_hde_dec *d, const struct nc_hde_rec *r, const uint8_t *held,
+                        size_t held_len) {
+  if (!d)
+    return -EINVAL;
+  return prev_load(&d->prev, NULL, r, held, held_len);
 }

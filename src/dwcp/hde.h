@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NC_HDE_VERSION 1
+#define NC_HDE_VERSION 2
 #define NC_HDE_PAGE 4096
 #define NC_HDE_TOKEN_MAX (NC_HDE_PAGE + 64) /* worst case: stored + header */
 
@@ -93,6 +93,9 @@ int nc_pcache_put_pinned(struct nc_pcache *c, uint64_t session, const struct nc_
 int nc_pcache_get(struct nc_pcache *c, const struct nc_hash128 *h, uint8_t page[NC_HDE_PAGE]);
 uint64_t nc_pcache_count(struct nc_pcache *c); /* entries held */
 uint64_t nc_pcache_slots(struct nc_pcache *c); /* capacity in pages */
+/* The directory the cache lives in (as given to nc_pcache_open; owned by
+ * the cache). Per-VM migration records are kept under it (migrate.c). */
+const char *nc_pcache_dir(const struct nc_pcache *c);
 /* Reserves up to pages slots for session (nonzero) out of the capacity
  * that is neither pinned nor reserved; *granted is what it could promise
  * (possibly 0). Reservations add up across calls. */
@@ -157,6 +160,8 @@ void nc_hde_enc_set_codec(struct nc_hde_enc *e, enum nc_hde_codec codec, int lev
 
 struct nc_hde_stats {
   uint64_t pages, zero, ref, delta, raw, stored;
+  uint64_t prev, delta_prev;    /* PREV and DELTA_PREV tokens (v2) */
+  uint64_t frames, frame_bytes_in, frame_bytes_out; /* encoder: frames packed */
   uint64_t bytes_in, bytes_out; /* page bytes in, token bytes out (encoder);
                                    token bytes in, page bytes out (decoder) */
   uint64_t stored_new;          /* pages counted against new_pages_quota */
@@ -186,5 +191,84 @@ void nc_hde_dec_free(struct nc_hde_dec *d); /* accepts NULL */
 int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t len,
                   uint8_t page[NC_HDE_PAGE]);
 void nc_hde_dec_stats(const struct nc_hde_dec *d, struct nc_hde_stats *out);
+
+/* ---- frames (v2) --------------------------------------------------------
+ * A frame is what one DATA message carries: the caller's records (tokens
+ * and anything else), compressed together with the encoder's current codec
+ * (layout in hde.c). Compressing many pages in one unit finds redundancy
+ * across pages that per-token compression cannot. With frames on
+ * (nc_hde_enc_set_frames), the encoder puts RAW, DELTA and DELTA_PREV
+ * bodies in plain (codec 0) and leaves compression to the frame; every
+ * token still names its page's 128-bit hash (PREV: the record's), and the
+ * decoder still checks every page against it. Off by default, so a v1
+ * peer's tokens and the v1 encoder are unchanged. */
+#define NC_HDE_FRAME_HDR 5
+#define NC_HDE_FRAME_PLAIN_MAX (1u << 20) /* largest plain frame either side accepts */
+#define NC_HDE_FRAME_WLOG 20              /* zstd window the decoder allows */
+int nc_hde_enc_set_frames(struct nc_hde_enc *e, bool on);
+/* Bytes out must hold to pack plain_len bytes. */
+size_t nc_hde_frame_bound(size_t plain_len);
+/* Packs len (1..NC_HDE_FRAME_PLAIN_MAX) plain bytes into out (cap >=
+ * nc_hde_frame_bound(len)); stored when compressing does not make it
+ * smaller. -EINVAL on bad arguments only. */
+int nc_hde_frame_pack(struct nc_hde_enc *e, const uint8_t *plain, size_t len, uint8_t *out,
+                      size_t cap, size_t *out_len);
+/* Unpacks a frame of len bytes into plain (cap bytes). NC_E_PROTO for a
+ * malformed frame, NC_E_TOOBIG when its plain length exceeds cap. */
+int nc_hde_frame_unpack(struct nc_hde_dec *d, const uint8_t *in, size_t len, uint8_t *plain,
+                        size_t cap, size_t *out_len);
+
+/* ---- the previous migration's record (v2) -------------------------------
+ * For each guest page (key), the hash of the last version one migration of
+ * a VM carried. Encoder and decoder build the same record from the same
+ * tokens (nc_hde_enc_record / nc_hde_dec_record: a zero page removes its
+ * key), so after a migration A->B both nodes can keep it; when the VM goes
+ * back B->A, the two records have the same digest, and the destination
+ * says which of its hashes it still holds (nc_hde_rec_match, which also
+ * pins nothing new: the hashes come from its summary, pinned already).
+ * Then a page the guest did not change travels as PREV (1 byte) and one it
+ * changed a little as DELTA_PREV against the version both ends hold.
+ * At most NC_HDE_REC_MAX entries (a 64 GiB guest).
+ * File (changing it breaks compatibility; a file that fails any check is
+ * refused, never half-used): "NCHDEREC" | u32 BE version 1 | u64 BE count |
+ * count x (u64 BE key, 16-byte XXH3-128 canonical), keys ascending |
+ * 16-byte digest (XXH3-128 of u64 BE count then the entries). */
+#define NC_HDE_REC_MAX (UINT64_C(1) << 24)
+struct nc_hde_rec;
+/* This session's record so far; *out belongs to the caller. -ENOMEM when
+ * the session could not keep all of it (then there is no record). */
+int nc_hde_enc_record(const struct nc_hde_enc *e, struct nc_hde_rec **out);
+int nc_hde_dec_record(const struct nc_hde_dec *d, struct nc_hde_rec **out);
+void nc_hde_rec_free(struct nc_hde_rec *r); /* accepts NULL */
+uint64_t nc_hde_rec_count(const struct nc_hde_rec *r);
+void nc_hde_rec_digest(const struct nc_hde_rec *r, uint8_t out[16]);
+/* Writes path atomically (a temporary file, then rename). */
+int nc_hde_rec_save(const struct nc_hde_rec *r, const char *path);
+/* -ENOENT when absent, NC_E_PROTO when damaged or of another version. */
+int nc_hde_rec_load(const char *path, struct nc_hde_rec **out);
+/* Destination: marks in *held (malloc'd, (count + 7) / 8 bytes, bit i =
+ * entry i, LSB first) the record's hashes that summary lists, and removes
+ * them from summary in place (the source learns them from the bitmap, so
+ * they need not travel twice). */
+int nc_hde_rec_match(const struct nc_hde_rec *r, uint8_t *summary, size_t *summary_len,
+                     uint8_t **held, size_t *held_len);
+/* Both sides, before the first page, with the same record and bitmap:
+ * entries whose bit is set become bases for PREV and DELTA_PREV (the
+ * encoder also references their hashes). The record is only read during
+ * the call. NC_E_PROTO when held_len does not fit the record. */
+int nc_hde_enc_set_prev(struct nc_hde_enc *e, const struct nc_hde_rec *r, const uint8_t *held,
+                        size_t held_len);
+int nc_hde_dec_set_prev(struct nc_hde_dec *d, const struct nc_hde_rec *r, const uint8_t *held,
+                        size_t held_len);
+
+/* ---- seeding the cache from boot images ---------------------------------
+ * Stores (unpinned) the nonzero page-aligned 4 KiB chunks of a file, and,
+ * for a gzip'd newc cpio (an initramfs), of every regular file inside it
+ * (its tail zero-padded), as a guest holds them after loading a kernel or
+ * an initramfs. Stops after max_pages new entries. *added: pages stored
+ * that the cache did not hold. Input sizes are capped (1 GiB of file, 1 GiB
+ * decompressed). */
+int nc_hde_seed_file(struct nc_pcache *c, const char *path, uint64_t max_pages,
+                     uint64_t *added);
 
 #endif

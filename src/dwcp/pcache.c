@@ -75,6 +75,7 @@ struct pc_session {
 struct nc_pcache {
   pthread_mutex_t mu;
   int fd;
+  char *dir;
   uint32_t nslots;
   struct pc_slot *slots;
   uint32_t *index; /* slot + 1, 0 = empty */
@@ -431,6 +432,11 @@ int nc_pcache_open(const char *dir, uint64_t cap_bytes, struct nc_pcache **out) 
   rc = open_file(dir, &c->fd);
   if (rc < 0)
     goto fail;
+  c->dir = strdup(dir);
+  if (!c->dir) {
+    rc = -ENOMEM;
+    goto fail;
+  }
   struct stat st;
   if (fstat(c->fd, &st) < 0) {
     rc = -errno;
@@ -470,6 +476,7 @@ fail:
   pthread_mutex_destroy(&c->mu);
   if (c->fd >= 0)
     close(c->fd);
+  free(c->dir);
   free(c->slots);
   free(c->index);
   free(c->free_stack);
@@ -484,6 +491,7 @@ void nc_pcache_close(struct nc_pcache *c) {
     free(c->sess[i].bits);
   free(c->sess);
   close(c->fd); /* releases the flock */
+  free(c->dir);
   pthread_mutex_destroy(&c->mu);
   free(c->slots);
   free(c->index);
@@ -590,6 +598,10 @@ uint64_t nc_pcache_count(struct nc_pcache *c) {
   uint64_t n = c->count;
   pthread_mutex_unlock(&c->mu);
   return n;
+}
+
+const char *nc_pcache_dir(const struct nc_pcache *c) {
+  return c ? c->dir : NULL;
 }
 
 uint64_t nc_pcache_slots(struct nc_pcache *c) {

@@ -10,7 +10,9 @@
 #include <netinet/in.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +36,9 @@
 
 /* AMST message types. Layouts (big endian; changing them breaks
  * compatibility between nodes):
- *   DATA        records, each  u8 kind | body
+ *   DATA        one HDE frame (nc_hde_frame_pack: the records below,
+ *               compressed together; at most BATCH_MAX plain bytes) of
+ *               records, each  u8 kind | body
  *                 kind 1 OPAQUE: u32 len | len stream bytes
  *                 kind 2 PAGE:   u64 key (block << 48 | offset) | u16 len | HDE token
  *   END         empty: the source stream is complete
@@ -42,9 +46,14 @@
  *   ABORT       UTF-8 reason
  *   PROBE       filler bytes for the bandwidth probe
  *   SUMMARY     u64 session | u64 new_pages_quota | u64 delta_cache_bytes |
- *               u64 summary_len (at most SUMMARY_MAX)
- *   SUMMARY_PART  the next bytes of the page-cache summary (nc_pcache_summary),
- *               SUMMARY_CHUNK at most each, until summary_len have come
+ *               u64 summary_len (at most SUMMARY_MAX) | u64 held_len
+ *               (held_len: 0, or the bitmap of nc_hde_rec_match when the
+ *               destination's record of this VM has the digest the source
+ *               sent as "prev_record"; then both use it, see hde.h)
+ *   SUMMARY_PART  the next bytes of the page-cache summary (nc_pcache_summary,
+ *               minus the record's hashes when held_len > 0) and then of
+ *               the held bitmap, SUMMARY_CHUNK at most each, until
+ *               summary_len + held_len have come
  *               (16 bytes per cached page: a full 512M cache is 2 MiB, more
  *               than one AMST message may carry)
  *   COMMIT_REQ  empty: the destination's QEMU has the whole state
@@ -69,6 +78,8 @@ enum {
 #define PROBE_BYTES (1024 * 1024)
 #define SUMMARY_CHUNK (512 * 1024)
 #define SUMMARY_MAX (64u << 20) /* 4M cached pages: a 16 GiB page cache */
+#define REC_FILES_MAX 64 /* per-VM records kept in <page cache>/vm/ */
+#define SEED_SHARE 8     /* seeding may fill at most 1/8 of the page cache */
 #define PEER_TIMEOUT_MS 15000
 #define ACCEPT_TIMEOUT_MS 30000
 #define COMMIT_TIMEOUT_MS 60000
@@ -83,6 +94,16 @@ enum {
 #define WINDOW_BYTES (2u << 20)
 
 #define ACTIVE_MAX 64
+#define SEEDED_MAX 16
+
+/* A boot file this daemon seeded into its page cache (nc_hde_seed_file). */
+struct seeded {
+  char path[1024];
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+};
 
 struct nc_migrate {
   struct nc_migrate_config cfg;
@@ -93,6 +114,8 @@ struct nc_migrate {
   struct nc_amst *active[ACTIVE_MAX]; /* sessions to abort at shutdown */
   struct nc_amst_listener *waiting[ACTIVE_MAX]; /* listeners to abort at shutdown */
   struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime;
+  struct seeded seeded[SEEDED_MAX]; /* under mu */
+  int nseeded;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -248,6 +271,89 @@ static bool has_disk(struct nc_vmm_ext *x) {
   return found;
 }
 
+
+/* ---- per-VM records of the last migration (hde.h, nc_hde_rec) ----------
+ * Kept with the page cache they refer to: <cache dir>/vm/<name>.rec, one
+ * per VM that migrated to or from this node, at most REC_FILES_MAX files
+ * (the oldest go first), each at most 24 bytes per guest page (3 MiB for
+ * 512 MiB of guest). A record is only a hint: both ends use it only when
+ * their digests agree, and every page built from it is hash-checked. */
+static int rec_path(struct nc_migrate *m, const char *name, char *out, size_t len) {
+  const char *dir = nc_pcache_dir(m->cfg.pcache);
+  if (!dir)
+    return -ENOENT;
+  int n = snprintf(out, len, "%s/vm/%s.rec", dir, name);
+  return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static struct nc_hde_rec *rec_load(struct nc_migrate *m, const char *name) {
+  char path[1400];
+  struct nc_hde_rec *r = NULL;
+  if (rec_path(m, name, path, sizeof path) != 0)
+    return NULL;
+  int rc = nc_hde_rec_load(path, &r);
+  if (rc && rc != -ENOENT)
+    nc_warn("migrate", "vm \"%s\": ignoring the migration record %s (%s)", name, path,
+            nc_strerror(rc));
+  return r;
+}
+
+/* Removes the oldest records beyond REC_FILES_MAX. */
+static void rec_prune(const char *vdir) {
+  for (;;) {
+    DIR *dp = opendir(vdir);
+    if (!dp)
+      return;
+    int n = 0;
+    char oldest[512] = "";
+    struct timespec ot = {0, 0};
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+      size_t l = strlen(de->d_name);
+      if (l < 5 || strcmp(de->d_name + l - 4, ".rec") != 0 || l >= sizeof oldest)
+        continue;
+      char p[2048];
+      struct stat st;
+      int pl = snprintf(p, sizeof p, "%s/%s", vdir, de->d_name);
+      if (pl < 0 || (size_t)pl >= sizeof p || stat(p, &st) != 0)
+        continue;
+      n++;
+      if (!oldest[0] || st.st_mtim.tv_sec < ot.tv_sec ||
+          (st.st_mtim.tv_sec == ot.tv_sec && st.st_mtim.tv_nsec < ot.tv_nsec)) {
+        ot = st.st_mtim;
+        snprintf(oldest, sizeof oldest, "%s", de->d_name);
+      }
+    }
+    closedir(dp);
+    if (n <= REC_FILES_MAX || !oldest[0])
+      return;
+    char p[2048];
+    int pl = snprintf(p, sizeof p, "%s/%s", vdir, oldest);
+    if (pl < 0 || (size_t)pl >= sizeof p || unlink(p) != 0)
+      return;
+  }
+}
+
+static void rec_store(struct nc_migrate *m, const char *name, struct nc_hde_rec *r) {
+  char path[1400], vdir[1400];
+  const char *dir = nc_pcache_dir(m->cfg.pcache);
+  if (!r || !dir || rec_path(m, name, path, sizeof path) != 0)
+    return;
+  int vl = snprintf(vdir, sizeof vdir, "%s/vm", dir);
+  if (vl < 0 || (size_t)vl >= sizeof vdir || (mkdir(vdir, 0700) != 0 && errno != EEXIST))
+    return;
+  int rc = nc_hde_rec_save(r, path);
+  if (rc)
+    nc_warn("migrate", "vm \"%s\": cannot save the migration record %s (%s)", name, path,
+            nc_strerror(rc));
+  rec_prune(vdir);
+}
+
+static void hex16(const uint8_t in[16], char out[33]) {
+  for (int i = 0; i < 16; i++)
+    snprintf(out + 2 * i, 3, "%02x", in[i]);
+}
+
 /* Is host a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)? Then
  * dwcp_tls = auto leaves TLS off. */
 static bool is_loopback(const char *host) {
@@ -357,9 +463,11 @@ struct src {
 
   struct nc_amst *a;
   struct nc_hde_enc *enc;
+  struct nc_hde_rec *prev; /* our record of this VM's last migration, or NULL */
   struct nc_qs_parser *qs;
   uint8_t *batch;
   size_t blen;
+  uint8_t *frame; /* nc_hde_frame_bound(BATCH_MAX) */
   int listen_fd, qemu_fd;
 
   /* pump thread */
@@ -375,7 +483,11 @@ struct src {
 static int flush_batch(struct src *s) {
   if (s->blen == 0)
     return 0;
-  int rc = nc_amst_send(s->a, MSG_DATA, s->batch, s->blen);
+  size_t n = 0;
+  int rc = nc_hde_frame_pack(s->enc, s->batch, s->blen, s->frame,
+                             nc_hde_frame_bound(BATCH_MAX), &n);
+  if (rc == 0)
+    rc = nc_amst_send(s->a, MSG_DATA, s->frame, n);
   s->blen = 0;
   return rc;
 }
@@ -501,8 +613,8 @@ static void choose_mode(struct src *s, int64_t rtt_ms, double bw_mbit, struct nc
     p->codec = NC_HDE_ZSTD;
     p->level = 1;
   } else {
-    p->codec = NC_HDE_ZSTD;
-    p->level = 3;
+    p->codec = NC_HDE_ZSTD; /* on 256 KiB frames of the test guest's pages, 5 */
+    p->level = 3;           /* saves < 1% of 3's bytes for ~2x its CPU */
   }
 }
 
@@ -624,6 +736,13 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
                           s->streams, "tls", s->tls);
   if (own_fp[0])
     json_object_set_new(req, "fingerprint", json_string(own_fp));
+  if (mc->pcache && (s->prev = rec_load(s->m, s->name)) != NULL) {
+    uint8_t dg[16];
+    char hex[33];
+    nc_hde_rec_digest(s->prev, dg);
+    hex16(dg, hex);
+    json_object_set_new(req, "prev_record", json_string(hex));
+  }
   long status = 0;
   json_t *resp = NULL;
   rc = nc__peer_call("POST", s->to, "/v1/migrations/incoming", s->token, req, PEER_TIMEOUT_MS,
@@ -717,7 +836,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   void *payload = NULL;
   size_t plen = 0;
   rc = nc_amst_recv(s->a, ACCEPT_TIMEOUT_MS, &type, &payload, &plen);
-  if (rc || type != MSG_SUMMARY || plen != 32) {
+  if (rc || type != MSG_SUMMARY || plen != 40) {
     free(payload);
     nc_errinfo_set(err, 502, "peer_protocol", NULL,
                    "the destination did not send its page-cache summary (%s)",
@@ -729,9 +848,18 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   hp.new_pages_quota = get_be((uint8_t *)payload + 8, 8);
   hp.delta_cache_bytes = get_be((uint8_t *)payload + 16, 8);
   uint64_t slen = get_be((uint8_t *)payload + 24, 8);
+  uint64_t held_len = get_be((uint8_t *)payload + 32, 8);
   free(payload);
   payload = NULL;
-  uint8_t *summary = slen <= SUMMARY_MAX ? malloc(slen ? slen : 1) : NULL;
+  uint64_t want_held = s->prev ? (nc_hde_rec_count(s->prev) + 7) / 8 : 0;
+  if (held_len != 0 && held_len != want_held) {
+    nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                   "the destination's record bitmap (%llu bytes) does not fit ours (%llu)",
+                   (unsigned long long)held_len, (unsigned long long)want_held);
+    rc = NC_E_PROTO;
+    goto rollback;
+  }
+  uint8_t *summary = slen <= SUMMARY_MAX ? malloc(slen + held_len + 1) : NULL;
   if (!summary) {
     nc_errinfo_set(err, 502, "peer_protocol", NULL,
                    "the destination's page-cache summary (%llu bytes) is over the %u-byte cap",
@@ -739,11 +867,11 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     rc = NC_E_TOOBIG;
     goto rollback;
   }
-  for (uint64_t got = 0; got < slen;) {
+  for (uint64_t got = 0; got < slen + held_len;) {
     void *part = NULL;
     size_t n = 0;
     rc = nc_amst_recv(s->a, ACCEPT_TIMEOUT_MS, &type, &part, &n);
-    if (rc || type != MSG_SUMMARY_PART || n == 0 || n > slen - got) {
+    if (rc || type != MSG_SUMMARY_PART || n == 0 || n > slen + held_len - got) {
       free(part);
       free(summary);
       nc_errinfo_set(err, 502, "peer_protocol", NULL,
@@ -756,14 +884,19 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     got += n;
     free(part);
   }
-  int64_t tp = now_ms();
-  uint8_t *filler = calloc(1, PROBE_BYTES);
-  rc = filler ? nc_amst_send(s->a, MSG_PROBE, filler, PROBE_BYTES) : -ENOMEM;
-  free(filler);
-  if (rc == 0)
-    rc = nc_amst_flush(s->a, 30000);
-  double probe_s = (double)(now_ms() - tp) / 1000.0;
-  double bw_mbit = probe_s > 0 ? PROBE_BYTES * 8.0 / 1e6 / probe_s : 1e5;
+  /* The probe decides only between datacenter and hybrid: a pinned mode
+   * or a round trip that makes it internet anyway saves its 1 MiB. */
+  double bw_mbit = 0;
+  if (strcmp(s->mode, "auto") == 0 && rtt_ms < 20) {
+    int64_t tp = now_ms();
+    uint8_t *filler = calloc(1, PROBE_BYTES);
+    rc = filler ? nc_amst_send(s->a, MSG_PROBE, filler, PROBE_BYTES) : -ENOMEM;
+    free(filler);
+    if (rc == 0)
+      rc = nc_amst_flush(s->a, 30000);
+    double probe_s = (double)(now_ms() - tp) / 1000.0;
+    bw_mbit = probe_s > 0 ? PROBE_BYTES * 8.0 / 1e6 / probe_s : 1e5;
+  }
   if (rc) {
     free(summary);
     nc_errinfo_set(err, 502, "link_failed", NULL, "the DWCP link failed during the probe: %s",
@@ -775,6 +908,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,
           s->streams);
   rc = nc_hde_enc_new(&hp, summary, (size_t)slen, s->m->cfg.pcache, &s->enc);
+  if (rc == 0)
+    rc = nc_hde_enc_set_frames(s->enc, true);
+  if (rc == 0 && held_len > 0)
+    rc = nc_hde_enc_set_prev(s->enc, s->prev, summary + slen, (size_t)held_len);
   free(summary);
   if (rc) {
     nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page encoder: %s",
@@ -782,7 +919,8 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     goto rollback;
   }
   struct nc_qs_sink sink = {s, sink_opaque, sink_page};
-  if ((rc = nc_qs_parser_new(&sink, &s->qs)) != 0 || !(s->batch = malloc(BATCH_MAX))) {
+  if ((rc = nc_qs_parser_new(&sink, &s->qs)) != 0 || !(s->batch = malloc(BATCH_MAX)) ||
+      !(s->frame = malloc(nc_hde_frame_bound(BATCH_MAX)))) {
     rc = rc ? rc : -ENOMEM;
     nc_errinfo_set(err, 500, "internal", NULL, "out of memory");
     goto rollback;
@@ -998,17 +1136,29 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   nc_amst_stats(s->a, &as);
   struct nc_hde_stats hs;
   nc_hde_enc_stats(s->enc, &hs);
+  if (s->m->cfg.pcache) {
+    /* What the destination now holds of this VM, for the way back. */
+    struct nc_hde_rec *r = NULL;
+    pthread_mutex_lock(&s->mu);
+    bool done = s->pump_done && s->pump_rc == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (done && nc_hde_enc_record(s->enc, &r) == 0)
+      rec_store(s->m, s->name, r);
+    nc_hde_rec_free(r);
+  }
   int64_t total_ms = now_ms() - t0;
-  char msg[512];
+  char msg[640];
   snprintf(msg, sizeof msg,
            "migrated to %s in %.2f s (%s), %s: %.1f MiB on the wire for %.1f MiB of stream; "
-           "pages %llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu",
+           "pages %llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu (against the "
+           "last migration's record: ref %llu, delta %llu)",
            s->to, (double)total_ms / 1000.0, s->mode, as.tls[0] ? as.tls : "no TLS",
            (double)as.bytes_sent / 1048576.0,
            (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
-           (unsigned long long)hs.zero, (unsigned long long)hs.ref,
-           (unsigned long long)hs.delta, (unsigned long long)hs.raw,
-           (unsigned long long)hs.stored);
+           (unsigned long long)hs.zero, (unsigned long long)(hs.ref + hs.prev),
+           (unsigned long long)(hs.delta + hs.delta_prev), (unsigned long long)hs.raw,
+           (unsigned long long)hs.stored, (unsigned long long)hs.prev,
+           (unsigned long long)hs.delta_prev);
   nc_op_set_result(op, msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
   if (s->m->m_total) {
@@ -1063,8 +1213,10 @@ static void *src_main(void *arg) {
     nc_amst_close(s->a);
   }
   nc_hde_enc_free(s->enc);
+  nc_hde_rec_free(s->prev);
   nc_qs_parser_free(s->qs);
   free(s->batch);
+  free(s->frame);
   struct nc_migrate *m = s->m;
   nc_vmm_ext_finish(s->x, rc, &err, rc == 0 ? NC_EXT_REMOVE : NC_EXT_KEEP);
   free(s);
@@ -1189,6 +1341,9 @@ struct dst {
   bool src_pinned;
   uint8_t src_fp[NC_TLS_FP_LEN]; /* the source's certificate, pinned */
   char source[64]; /* the source node's name */
+  bool has_prev;                 /* the source has a record of this VM: */
+  uint8_t prev_digest[16];       /* its digest */
+  uint8_t *plain;                /* a DATA frame, unpacked: BATCH_MAX */
 };
 
 static int connect_unix(const char *path, int timeout_ms) {
@@ -1211,9 +1366,88 @@ static int connect_unix(const char *path, int timeout_ms) {
   }
 }
 
-static int dst_apply(struct dst *d, const uint8_t *p, size_t n, struct nc_errinfo *err) {
+static int get_pid(struct nc_hv_vm *hv, void *arg) {
+  if (!hv)
+    return -ESRCH;
+  *(pid_t *)arg = nc_hv_qemu_vm_pid(hv);
+  return 0;
+}
+
+/* Seeds the page cache with one boot file, once per file version per
+ * daemon (nc_hde_seed_file; at most 1/SEED_SHARE of the cache). */
+static void seed_one(struct nc_migrate *m, const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || strlen(path) >= sizeof m->seeded[0].path)
+    return;
+  pthread_mutex_lock(&m->mu);
+  bool done = false;
+  for (int i = 0; i < m->nseeded && !done; i++) {
+    struct seeded *x = &m->seeded[i];
+    done = strcmp(x->path, path) == 0 && x->dev == st.st_dev && x->ino == st.st_ino &&
+           x->size == st.st_size && x->mtime.tv_sec == st.st_mtim.tv_sec &&
+           x->mtime.tv_nsec == st.st_mtim.tv_nsec;
+  }
+  pthread_mutex_unlock(&m->mu);
+  if (done)
+    return;
+  int64_t t0 = now_ms();
+  uint64_t added = 0;
+  int rc = nc_hde_seed_file(m->cfg.pcache, path, nc_pcache_slots(m->cfg.pcache) / SEED_SHARE,
+                            &added);
+  nc_info("migrate", "page cache: seeded %llu new pages from %s in %lld ms%s%s",
+          (unsigned long long)added, path, (long long)(now_ms() - t0), rc ? ": " : "",
+          rc ? nc_strerror(rc) : "");
+  pthread_mutex_lock(&m->mu);
+  struct seeded *x = &m->seeded[m->nseeded < SEEDED_MAX ? m->nseeded++ : SEEDED_MAX - 1];
+  snprintf(x->path, sizeof x->path, "%s", path);
+  x->dev = st.st_dev;
+  x->ino = st.st_ino;
+  x->size = st.st_size;
+  x->mtime = st.st_mtim;
+  pthread_mutex_unlock(&m->mu);
+}
+
+/* The pages a guest holds of the kernel and initramfs it booted from are
+ * in this node's copy of the same image: seed them, so the source can
+ * send references for them. The files are the ones our QEMU for this VM
+ * was started with (-kernel, -initrd: the image registered here under the
+ * VM's image name), read from its command line. */
+static void seed_boot_files(struct dst *d) {
+  pid_t pid = 0;
+  if (!d->m->cfg.pcache || nc_vmm_ext_with_hv(d->x, get_pid, &pid) != 0 || pid <= 0)
+    return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+  FILE *f = fopen(path, "rbe");
+  if (!f)
+    return;
+  static const size_t cap = 64 * 1024;
+  char *buf = malloc(cap + 1);
+  size_t n = buf ? fread(buf, 1, cap, f) : 0;
+  fclose(f);
+  if (!buf)
+    return;
+  buf[n] = '\0';
+  bool next_is_file = false;
+  for (size_t i = 0; i < n;) {
+    const char *arg = buf + i;
+    size_t l = strlen(arg);
+    if (next_is_file && arg[0] == '/')
+      seed_one(d->m, arg);
+    next_is_file = strcmp(arg, "-kernel") == 0 || strcmp(arg, "-initrd") == 0;
+    i += l + 1;
+  }
+  free(buf);
+}
+
+static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc_errinfo *err) {
   uint8_t page[NC_HDE_PAGE];
-  size_t i = 0;
+  size_t i = 0, n = 0;
+  int frc = nc_hde_frame_unpack(d->dec, frame, flen, d->plain, BATCH_MAX, &n);
+  if (frc)
+    return nc_errinfo_set(err, 502, "peer_protocol", NULL,
+                          "a DATA frame from the source does not unpack (%s)", nc_strerror(frc));
+  const uint8_t *p = d->plain;
   while (i < n) {
     uint8_t kind = p[i];
     if (kind == REC_OPAQUE && n - i >= 5) {
@@ -1276,6 +1510,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
           nc_vmm_ext_name(d->x), d->streams, cs.tls[0] ? cs.tls : "plain TCP");
 
   /* Our page cache's summary, and the promises that go with it. */
+  seed_boot_files(d);
   uint64_t guest_pages = 0;
   json_t *spec = nc_vmm_ext_spec(d->x);
   guest_pages = (uint64_t)json_integer_value(json_object_get(spec, "memory_bytes")) / NC_HDE_PAGE;
@@ -1304,21 +1539,60 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     slen = 0;
     nc_warn("migrate", "page-cache summary over %u bytes; sending none", SUMMARY_MAX);
   }
-  uint8_t msg[32];
+  /* The record of this VM's last migration, when the source has the same
+   * one: which of its pages we still hold (listed in the summary, so
+   * pinned), and those leave the summary. */
+  struct nc_hde_rec *prev = NULL;
+  uint8_t *held = NULL;
+  size_t held_len = 0;
+  if (d->has_prev && summary && slen > 0 && (prev = rec_load(d->m, nc_vmm_ext_name(d->x)))) {
+    uint8_t dg[16];
+    nc_hde_rec_digest(prev, dg);
+    if (memcmp(dg, d->prev_digest, 16) != 0 ||
+        nc_hde_rec_match(prev, summary, &slen, &held, &held_len) != 0) {
+      free(held);
+      held = NULL;
+      held_len = 0;
+    }
+  }
+  uint64_t nheld = 0;
+  for (size_t i = 0; i < held_len; i++)
+    nheld += (uint64_t)__builtin_popcount(held[i]);
+  nc_info("migrate", "incoming vm \"%s\": summary of %llu cached pages; %llu of the %llu pages "
+          "of the last migration's record held%s",
+          nc_vmm_ext_name(d->x), (unsigned long long)(slen >= 9 ? (slen - 9) / 16 : 0),
+          (unsigned long long)nheld, (unsigned long long)nc_hde_rec_count(prev),
+          d->has_prev ? "" : " (the source has no record)");
+  uint8_t msg[40];
   put_be64(msg, d->session64);
   put_be64(msg + 8, hp.new_pages_quota);
   put_be64(msg + 16, hp.delta_cache_bytes);
   put_be64(msg + 24, slen);
+  put_be64(msg + 32, held_len);
   rc = nc_amst_send(d->a, MSG_SUMMARY, msg, sizeof msg);
   for (size_t off = 0; rc == 0 && off < slen; off += SUMMARY_CHUNK) {
     size_t n = slen - off < SUMMARY_CHUNK ? slen - off : SUMMARY_CHUNK;
     rc = nc_amst_send(d->a, MSG_SUMMARY_PART, summary + off, n);
   }
+  for (size_t off = 0; rc == 0 && off < held_len; off += SUMMARY_CHUNK) {
+    size_t n = held_len - off < SUMMARY_CHUNK ? held_len - off : SUMMARY_CHUNK;
+    rc = nc_amst_send(d->a, MSG_SUMMARY_PART, held + off, n);
+  }
   free(summary);
-  if (rc)
+  if (rc) {
+    free(held);
+    nc_hde_rec_free(prev);
     return nc_errinfo_set(err, 502, "link_failed", NULL, "sending the summary: %s",
                           nc_strerror(rc));
-  if ((rc = nc_hde_dec_new(&hp, d->m->cfg.pcache, d->session64, &d->dec)) != 0)
+  }
+  rc = nc_hde_dec_new(&hp, d->m->cfg.pcache, d->session64, &d->dec);
+  if (rc == 0 && held_len > 0)
+    rc = nc_hde_dec_set_prev(d->dec, prev, held, held_len);
+  free(held);
+  nc_hde_rec_free(prev);
+  if (rc == 0 && !(d->plain = malloc(BATCH_MAX)))
+    rc = -ENOMEM;
+  if (rc)
     return nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page decoder");
 
   char sock[1200];
@@ -1429,6 +1703,10 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   nc_vmm_ext_set_state(d->x, NC_VM_RUNNING, "migrated in");
   nc_amst_send(d->a, MSG_RESUMED, NULL, 0);
   nc_amst_flush(d->a, 5000);
+  struct nc_hde_rec *r = NULL;
+  if (d->m->cfg.pcache && nc_hde_dec_record(d->dec, &r) == 0)
+    rec_store(d->m, nc_vmm_ext_name(d->x), r); /* for the way back */
+  nc_hde_rec_free(r);
   return 0;
 }
 
@@ -1451,6 +1729,7 @@ static void *dst_main(void *arg) {
   }
   nc_amst_listener_close(d->l);
   nc_hde_dec_free(d->dec);
+  free(d->plain);
   if (d->m->cfg.pcache)
     nc_pcache_unpin_all(d->m->cfg.pcache, d->session64);
   struct nc_migrate *m = d->m;
@@ -1465,7 +1744,8 @@ static void *dst_main(void *arg) {
 
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err) {
-  static const char *const allowed[] = {"vm", "source", "streams", "tls", "fingerprint", NULL};
+  static const char *const allowed[] = {"vm",  "source",      "streams", "tls",
+                                        "fingerprint", "prev_record", NULL};
   if (!json_is_object(body))
     return nc_errinfo_set(err, 400, "bad_json", NULL, "the request body must be a JSON object");
   int rc = nc_json_check_fields(body, allowed, "incoming migration", err);
@@ -1490,6 +1770,19 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
     return nc_errinfo_set(err, 400, "invalid_field", "fingerprint",
                           "fingerprint must be the SHA-256 of the source's certificate, 64 hex "
                           "digits");
+  json_t *pv = json_object_get(body, "prev_record");
+  uint8_t prev_digest[16];
+  const char *pvs = json_string_value(pv);
+  if (pv && (!pvs || strlen(pvs) != 32))
+    return nc_errinfo_set(err, 400, "invalid_field", "prev_record",
+                          "prev_record must be a record digest, 32 hex digits");
+  for (int i = 0; pvs && i < 16; i++) {
+    unsigned v;
+    if (sscanf(pvs + 2 * i, "%2x", &v) != 1)
+      return nc_errinfo_set(err, 400, "invalid_field", "prev_record",
+                            "prev_record must be a record digest, 32 hex digits");
+    prev_digest[i] = (uint8_t)v;
+  }
   bool want_tls = json_is_true(tv);
   bool need_tls = m->cfg.tls_mode == NC_MIGRATE_TLS_ON ||
                   (m->cfg.tls_mode == NC_MIGRATE_TLS_AUTO && !is_loopback(m->cfg.dwcp_host));
@@ -1512,6 +1805,8 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
   d->streams = (int)json_integer_value(st);
   d->tls = want_tls;
   d->src_pinned = want_tls;
+  d->has_prev = pvs != NULL;
+  memcpy(d->prev_digest, prev_digest, pvs ? sizeof prev_digest : 0);
   memcpy(d->src_fp, src_fp, want_tls ? sizeof src_fp : 0);
   json_t *src = json_object_get(body, "source");
   snprintf(d->source, sizeof d->source, "%s", json_is_string(src) ? json_string_value(src) : "");
