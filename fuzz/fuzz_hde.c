@@ -16,9 +16,20 @@
  *   3  cache file: the rest of the input becomes the cache's data file
  *      (after a valid header when the next byte is odd); the cache must
  *      open it and never hand out a page that does not match its hash.
+ *   4  frame: the rest is a DATA frame (v2), unpacked into a buffer of a
+ *      size the next byte picks, then its records (as in mode 0) decoded
+ *      by a decoder that has a previous-migration record.
+ *   5  record file: the rest is a record file (nc_hde_rec_load); a record
+ *      that loads is matched against a summary and given to a decoder.
+ *   6  seed file: the rest is a boot file to seed the cache from (a plain
+ *      file, a newc cpio, or gzip around one).
+ * In modes 0 and 4 the decoder holds a record for keys 0..3 naming the
+ * four known pages, so PREV and DELTA_PREV tokens can resolve; a decoded
+ * PREV must be exactly that page.
  * Build: cmake -DNC_FUZZ=ON with clang (make fuzz); the ordinary test run
  * replays corpus/hde/ (tests/CMakeLists.txt). */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,20 +104,30 @@ static struct nc_pcache *dest_open(uint64_t *quota, uint8_t **sum, size_t *sum_l
   return c;
 }
 
-static void mode_tokens(struct reader *r) {
-  int b = next(r);
-  if (b < 0)
-    return;
-  struct nc_hde_params p = {.delta_cache_bytes = (uint64_t)(b & 7) * NC_HDE_PAGE,
-                            .new_pages_quota = (uint64_t)(b >> 3) & 7,
-                            .dedup = true};
-  uint8_t *sum;
-  size_t sum_len;
-  struct nc_pcache *c = dest_open(&p.new_pages_quota, &sum, &sum_len);
-  free(sum);
-  struct nc_hde_dec *d;
-  if (nc_hde_dec_new(&p, c, SESSION, &d) != 0)
+/* A record of keys 0..3 -> known pages 0..3, all held: what a decoder
+ * gets on a return migration. */
+static void give_prev(struct nc_hde_dec *d) {
+  struct nc_hde_params p = {.codec = NC_HDE_NONE};
+  struct nc_hde_enc *e;
+  struct nc_hde_rec *rec;
+  uint8_t page[NC_HDE_PAGE], tok[NC_HDE_TOKEN_MAX], held = 0x0f;
+  size_t len;
+  if (nc_hde_enc_new(&p, NULL, 0, NULL, &e) != 0)
     abort();
+  for (int i = 0; i < 4; i++) {
+    seed_page(i, page);
+    if (nc_hde_encode(e, (uint64_t)i, page, tok, &len) != 0)
+      abort();
+  }
+  if (nc_hde_enc_record(e, &rec) != 0 || nc_hde_dec_set_prev(d, rec, &held, 1) != 0)
+    abort();
+  nc_hde_rec_free(rec);
+  nc_hde_enc_free(e);
+}
+
+/* Decodes records of u8 key | u16 BE length | token from r; whatever
+ * decodes is the page its token named. */
+static void decode_records(struct nc_hde_dec *d, struct reader *r) {
   uint8_t *page = malloc(NC_HDE_PAGE);
   for (;;) {
     int key = next(r), hi = next(r), lo = next(r);
@@ -121,7 +142,14 @@ static void mode_tokens(struct reader *r) {
     r->p += len;
     r->n -= len;
     int rc = nc_hde_decode(d, (uint64_t)(key & 15), tok, len, page);
-    if (rc == 0) { /* whatever it was, it is a page with the hash it named */
+    if (rc == 0 && len == 1) { /* PREV: the record's page for this key */
+      uint8_t want[NC_HDE_PAGE];
+      if (tok[0] != 5 || (key & 15) > 3)
+        abort();
+      seed_page(key & 15, want);
+      if (memcmp(want, page, NC_HDE_PAGE) != 0)
+        abort();
+    } else if (rc == 0) { /* whatever it was, it is a page with the hash it named */
       struct nc_hash128 h;
       nc_hde_hash(page, &h);
       if (len < 17)
@@ -137,6 +165,24 @@ static void mode_tokens(struct reader *r) {
     free(tok);
   }
   free(page);
+}
+
+static void mode_tokens(struct reader *r) {
+  int b = next(r);
+  if (b < 0)
+    return;
+  struct nc_hde_params p = {.delta_cache_bytes = (uint64_t)(b & 7) * NC_HDE_PAGE,
+                            .new_pages_quota = (uint64_t)(b >> 3) & 7,
+                            .dedup = true};
+  uint8_t *sum;
+  size_t sum_len;
+  struct nc_pcache *c = dest_open(&p.new_pages_quota, &sum, &sum_len);
+  free(sum);
+  struct nc_hde_dec *d;
+  if (nc_hde_dec_new(&p, c, SESSION, &d) != 0)
+    abort();
+  give_prev(d);
+  decode_records(d, r);
   nc_hde_dec_free(d);
   nc_pcache_unpin_all(c, SESSION);
   nc_pcache_close(c);
@@ -169,6 +215,8 @@ static void mode_roundtrip(struct reader *r) {
   static uint8_t cur[8][NC_HDE_PAGE];
   memset(cur, 0, sizeof cur);
   uint8_t *tok = malloc(NC_HDE_TOKEN_MAX), *page = malloc(NC_HDE_PAGE);
+  uint8_t *fr = malloc(nc_hde_frame_bound(NC_HDE_TOKEN_MAX)), *back = malloc(NC_HDE_TOKEN_MAX);
+  bool frames = false;
   int op;
   while ((op = next(r)) >= 0) {
     int key = op & 7, act = op >> 3, a = next(r), b2 = next(r);
@@ -197,6 +245,8 @@ static void mode_roundtrip(struct reader *r) {
       static const enum nc_hde_codec cs[] = {NC_HDE_NONE, NC_HDE_LZ4, NC_HDE_ZSTD};
       /* Levels -7..9: the slow high levels add nothing to coverage. */
       nc_hde_enc_set_codec(e, cs[a % 3], b2 % 17 - 7);
+      frames = (b2 >> 4) & 1;
+      nc_hde_enc_set_frames(e, frames);
       continue; /* no page this time */
     }
     default: { /* the guest's pattern: one word rewritten */
@@ -208,6 +258,13 @@ static void mode_roundtrip(struct reader *r) {
     size_t len;
     if (nc_hde_encode(e, (uint64_t)key, pg, tok, &len) != 0 || len > NC_HDE_TOKEN_MAX)
       abort();
+    if (frames) { /* through a frame and back */
+      size_t fl, bl;
+      if (nc_hde_frame_pack(e, tok, len, fr, nc_hde_frame_bound(NC_HDE_TOKEN_MAX), &fl) != 0 ||
+          nc_hde_frame_unpack(d, fr, fl, back, NC_HDE_TOKEN_MAX, &bl) != 0 || bl != len ||
+          memcmp(back, tok, len) != 0)
+        abort();
+    }
     if (nc_hde_decode(d, (uint64_t)key, tok, len, page) != 0)
       abort(); /* the encoder produced something its peer cannot decode */
     if (memcmp(page, pg, NC_HDE_PAGE) != 0)
@@ -215,6 +272,8 @@ static void mode_roundtrip(struct reader *r) {
   }
   free(tok);
   free(page);
+  free(fr);
+  free(back);
   nc_hde_enc_free(e);
   nc_hde_dec_free(d);
   nc_pcache_unpin_all(c, SESSION);
@@ -284,11 +343,115 @@ static void mode_cache_file(struct reader *r) {
   nc_pcache_close(c);
 }
 
+static void mode_frame(struct reader *r) {
+  int b = next(r);
+  if (b < 0)
+    return;
+  struct nc_hde_params p = {.delta_cache_bytes = 4 * NC_HDE_PAGE, .dedup = true};
+  uint64_t quota = 0;
+  uint8_t *sum;
+  size_t sum_len;
+  struct nc_pcache *c = dest_open(&quota, &sum, &sum_len);
+  free(sum);
+  struct nc_hde_dec *d;
+  if (nc_hde_dec_new(&p, c, SESSION, &d) != 0)
+    abort();
+  give_prev(d);
+  size_t cap = (size_t)b * 257 + 1;
+  uint8_t *in = malloc(r->n ? r->n : 1), *plain = malloc(cap); /* exact sizes for ASan */
+  memcpy(in, r->p, r->n);
+  size_t n = 0;
+  int rc = nc_hde_frame_unpack(d, in, r->n, plain, cap, &n);
+  if (rc == 0) {
+    if (n == 0 || n > cap)
+      abort();
+    struct reader rr = {plain, n};
+    decode_records(d, &rr);
+  } else if (n != 0) {
+    abort();
+  }
+  free(in);
+  free(plain);
+  nc_hde_dec_free(d);
+  nc_pcache_unpin_all(c, SESSION);
+  nc_pcache_close(c);
+}
+
+static void write_file(const char *path, const uint8_t *p, size_t n) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0)
+    abort();
+  if (n && write(fd, p, n) != (ssize_t)n)
+    abort();
+  close(fd);
+}
+
+static void mode_record(struct reader *r) {
+  char path[160];
+  snprintf(path, sizeof path, "%s/x.rec", dir);
+  write_file(path, r->p, r->n);
+  struct nc_hde_rec *rec = NULL;
+  int rc = nc_hde_rec_load(path, &rec);
+  unlink(path);
+  if (rc != 0) {
+    if (rec)
+      abort();
+    return;
+  }
+  uint64_t quota = 0;
+  uint8_t *sum, *held;
+  size_t sum_len, held_len;
+  struct nc_pcache *c = dest_open(&quota, &sum, &sum_len);
+  if (nc_hde_rec_match(rec, sum, &sum_len, &held, &held_len) != 0)
+    abort();
+  struct nc_hde_params p = {.dedup = true};
+  struct nc_hde_dec *d;
+  struct nc_hde_enc *e;
+  if (nc_hde_dec_new(&p, c, SESSION, &d) != 0 || nc_hde_enc_new(&p, sum, sum_len, NULL, &e) != 0)
+    abort();
+  if (nc_hde_dec_set_prev(d, rec, held, held_len) != 0 ||
+      nc_hde_enc_set_prev(e, rec, held, held_len) != 0)
+    abort();
+  /* The known pages, as a source would send them: all must come back. */
+  uint8_t page[NC_HDE_PAGE], got[NC_HDE_PAGE], tok[NC_HDE_TOKEN_MAX];
+  for (int i = 0; i < 4; i++) {
+    size_t len;
+    seed_page(i, page);
+    if (nc_hde_encode(e, (uint64_t)i, page, tok, &len) != 0 ||
+        nc_hde_decode(d, (uint64_t)i, tok, len, got) != 0 || memcmp(got, page, NC_HDE_PAGE) != 0)
+      abort();
+  }
+  free(sum);
+  free(held);
+  nc_hde_enc_free(e);
+  nc_hde_dec_free(d);
+  nc_hde_rec_free(rec);
+  nc_pcache_unpin_all(c, SESSION);
+  nc_pcache_close(c);
+}
+
+static void mode_seed(struct reader *r) {
+  char path[160];
+  snprintf(path, sizeof path, "%s/boot", dir);
+  write_file(path, r->p, r->n);
+  uint64_t quota = 0, added = 0;
+  uint8_t *sum;
+  size_t sum_len;
+  struct nc_pcache *c = dest_open(&quota, &sum, &sum_len);
+  free(sum);
+  nc_pcache_unpin_all(c, SESSION);
+  (void)nc_hde_seed_file(c, path, SLOTS / 2, &added);
+  if (added > SLOTS / 2)
+    abort();
+  unlink(path);
+  nc_pcache_close(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dir_make();
   struct reader r = {data, size};
   int mode = next(&r);
-  switch (mode < 0 ? -1 : mode % 4) {
+  switch (mode < 0 ? -1 : mode % 8) {
   case 0:
     mode_tokens(&r);
     break;
@@ -300,6 +463,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     break;
   case 3:
     mode_cache_file(&r);
+    break;
+  case 4:
+    mode_frame(&r);
+    break;
+  case 5:
+    mode_record(&r);
+    break;
+  case 6:
+    mode_seed(&r);
     break;
   default:
     break;

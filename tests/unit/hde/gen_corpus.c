@@ -189,6 +189,114 @@ static void summary_seeds(void) {
   tmpdir_remove(dir);
 }
 
+/* Version 2 seeds: a DATA frame of records with PREV, DELTA_PREV and
+ * plain RAW tokens (mode 4, each codec), a record file (mode 5), boot
+ * files to seed from (mode 6), and a round trip through frames (mode 1). */
+static void v2_seeds(void) {
+  struct nc_hde_params hp = {.codec = NC_HDE_ZSTD, .level = 1, .dedup = true};
+  struct nc_hde_enc *e0, *e;
+  struct nc_hde_rec *rec;
+  uint8_t p[NC_HDE_PAGE], tok[NC_HDE_TOKEN_MAX], held = 0x0f;
+  size_t len;
+  if (nc_hde_enc_new(&hp, NULL, 0, NULL, &e0) != 0)
+    exit(1);
+  for (int i = 0; i < 4; i++) { /* the fuzz target's record: key i -> seed page i */
+    seed_page(i, p);
+    nc_hde_encode(e0, (uint64_t)i, p, tok, &len);
+  }
+  if (nc_hde_enc_record(e0, &rec) != 0)
+    exit(1);
+  char dir[64], path[128];
+  if (tmpdir_make(dir) < 0)
+    exit(1);
+  struct nc_pcache *c;
+  nc_pcache_open(dir, CAP, &c);
+  for (int i = 0; i < 4; i++) {
+    struct nc_hash128 h;
+    seed_page(i, p);
+    nc_hde_hash(p, &h);
+    nc_pcache_put(c, &h, p);
+  }
+  const enum nc_hde_codec cs[] = {NC_HDE_ZSTD, NC_HDE_LZ4, NC_HDE_NONE};
+  const char *names[] = {"frame_zstd", "frame_lz4", "frame_stored"};
+  for (int k = 0; k < 3; k++) {
+    hp.codec = cs[k] == NC_HDE_NONE ? NC_HDE_ZSTD : cs[k];
+    if (nc_hde_enc_new(&hp, NULL, 0, c, &e) != 0 || nc_hde_enc_set_frames(e, true) != 0 ||
+        nc_hde_enc_set_prev(e, rec, &held, 1) != 0)
+      exit(1);
+    static struct out pl;
+    pl.len = 0;
+    struct rng r = {5};
+    for (int step = 0; step < 6; step++) {
+      int key = step % 4;
+      seed_page(key, p);
+      if (step == 1 || step == 5)
+        page_sparse_write(&r, p, 2); /* DELTA_PREV, then DELTA */
+      if (step == 2)
+        page_random(&r, p); /* RAW, plain */
+      nc_hde_encode(e, (uint64_t)key, p, tok, &len);
+      out_byte(&pl, key);
+      out_byte(&pl, (int)(len >> 8));
+      out_byte(&pl, (int)(len & 0xff));
+      memcpy(pl.buf + pl.len, tok, len);
+      pl.len += len;
+    }
+    nc_hde_enc_set_codec(e, cs[k], 1);
+    static uint8_t fr[2 + (1 << 17)];
+    fr[0] = 4;
+    fr[1] = 255; /* cap 65536 */
+    size_t fl;
+    if (nc_hde_frame_pack(e, pl.buf, pl.len, fr + 2, sizeof fr - 2, &fl) != 0)
+      exit(1);
+    emit(names[k], fr, 2 + fl);
+    nc_hde_enc_free(e);
+  }
+  snprintf(path, sizeof path, "%s/x.rec", dir);
+  if (nc_hde_rec_save(rec, path) != 0)
+    exit(1);
+  static uint8_t rf[1 + 4096];
+  FILE *f = fopen(path, "rb");
+  size_t n = fread(rf + 1, 1, sizeof rf - 1, f);
+  fclose(f);
+  unlink(path);
+  rf[0] = 5;
+  emit("record", rf, 1 + n);
+  rf[1 + 30] ^= 1;
+  emit("record_damaged", rf, 1 + n);
+
+  /* A newc cpio with one two-page file and the trailer. */
+  static uint8_t cp[1 + 16384];
+  size_t o = 1;
+  cp[0] = 6;
+  const char *names2[] = {"a", "TRAILER!!!"};
+  for (int i = 0; i < 2; i++) {
+    size_t fs = i == 0 ? 5000 : 0, nl = strlen(names2[i]) + 1;
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", 1u,
+             i == 0 ? 0100644u : 0u, 0u, 0u, 1u, 0u, (unsigned)fs, 0u, 0u, 0u, 0u, (unsigned)nl,
+             0u);
+    memcpy(cp + o, hdr, 110);
+    memcpy(cp + o + 110, names2[i], nl);
+    size_t d = (110 + nl + 3) & ~(size_t)3;
+    for (size_t b = 0; b < fs; b++)
+      cp[o + d + b] = (uint8_t)(b * 7 + 1);
+    o += (d + fs + 3) & ~(size_t)3;
+  }
+  emit("seed_cpio", cp, o);
+  memcpy(cp + 1, "\x1f\x8b", 2); /* gzip magic over a non-gzip body */
+  emit("seed_gzip_bad", cp, o);
+  emit("seed_plain", cp + 100, 1 + 8192 - 100 > o ? o - 100 : 8192);
+  static const uint8_t rt[] = {1, 4 | 3 << 3 | 2 << 6, 0x20, 2, 0x1a, /* zstd-2, frames */
+                               0x08, 0, 1, 0x28, 0, 10, 0x11, 0, 0, 0x1a, 1, 0,
+                               0x20, 1, 0x11,                       /* lz4, frames */
+                               0x30, 1, 200, 0x03, 0, 0, 0x09, 7, 7};
+  emit("roundtrip_frames", rt, sizeof rt);
+  nc_hde_rec_free(rec);
+  nc_hde_enc_free(e0);
+  nc_pcache_close(c);
+  tmpdir_remove(dir);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s <corpus dir>\n", argv[0]);
@@ -201,6 +309,7 @@ int main(int argc, char **argv) {
   token_seed("tokens_zstd19", 7 | 7 << 3, NC_HDE_ZSTD, 19);
   roundtrip_seeds();
   summary_seeds();
+  v2_seeds();
   static const uint8_t empty_tokens[] = {0, 0x3f, 1, 0, 17, 0};
   emit("tokens_truncated", empty_tokens, sizeof empty_tokens);
   return 0;

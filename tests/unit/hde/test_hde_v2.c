@@ -412,7 +412,8 @@ static size_t cpio_add(uint8_t *out, const char *name, unsigned mode, const uint
   memcpy(out + 110, name, nl);
   o = (110 + nl + 3) & ~(size_t)3;
   memset(out + 110 + nl, 0, o - 110 - nl);
-  memcpy(out + o, data, len);
+  if (len)
+    memcpy(out + o, data, len);
   size_t end = (o + len + 3) & ~(size_t)3;
   memset(out + o + len, 0, end - o - len);
   return end;
@@ -425,7 +426,7 @@ static void test_seed_initramfs(void **state) {
   snprintf(f, sizeof f, "%s/initrd.gz", dir);
   struct rng r = {11};
   static uint8_t a[3 * NC_HDE_PAGE + 100], cpio[64 * 1024], gz[80 * 1024];
-  for (size_t i = 0; i < sizeof a; i += 8) {
+  for (size_t i = 0; i + 8 <= sizeof a; i += 8) {
     uint64_t v = rnd(&r);
     memcpy(a + i, &v, 8);
   }
