@@ -89,6 +89,14 @@ class ClusterPlace(C.ClusterCase):
         self.expect_not_local("p-1", [h for h in self.hosts if h is not h1])
         nc.log("p-1 runs on %s (explain ranked it first, score %s), heartbeat seq %d"
                % (h1.name, first[0].get("score"), hb.seq))
+        # pack: the next VM goes where p-1 already uses capacity
+        ex2 = n3.explain({"name": "p-2", "image": nc.IMAGE, "memory": "256M"})
+        scores = {h["host"]: h.get("score") for h in ex2["hosts"] if h.get("fit")}
+        expect_eq("explain of a next VM (pack): the host", h1.name, ex2["host"],
+                  "scores: %r" % scores)
+        if any(scores[n] >= scores[h1.name] for n in scores if n != h1.name):
+            fail("pack: %s, which runs p-1, should score above the empty nodes: %r"
+                 % (h1.name, scores))
         # a request for it on another host is forwarded to its owner
         fwd = [h for h in self.hosts if h is not h1][0]
         got = fwd.api.expect(200, "GET", "/v1/vms/p-1").json
