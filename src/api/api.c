@@ -165,8 +165,12 @@ static enum MHD_Result finish(struct call *c, int rc, unsigned ok_status, json_t
 }
 
 static enum MHD_Result h_vms_list(struct call *c) {
-  if (c->api->cfg.cluster)
-    return send_json(c, 200, json_pack("{s:o}", "vms", nc_cluster_vm_list(c->api->cfg.cluster)));
+  if (c->api->cfg.cluster) {
+    struct nc_errinfo err = {0};
+    json_t *list = NULL;
+    int rc = nc_cluster_vm_list(c->api->cfg.cluster, &list, &err);
+    return finish(c, rc, 200, rc ? NULL : json_pack("{s:o}", "vms", list), &err);
+  }
   char *text;
   size_t len;
   if (nc_vmm_list_text(c->api->cfg.vmm, &text, &len) != 0)
@@ -196,13 +200,19 @@ static enum MHD_Result no_cluster(struct call *c) {
 static enum MHD_Result h_cluster(struct call *c) {
   if (!c->api->cfg.cluster)
     return no_cluster(c);
-  return send_json(c, 200, nc_cluster_status(c->api->cfg.cluster));
+  struct nc_errinfo err = {0};
+  json_t *out = NULL;
+  int rc = nc_cluster_status(c->api->cfg.cluster, &out, &err);
+  return finish(c, rc, 200, out, &err);
 }
 
 static enum MHD_Result h_nodes(struct call *c) {
   if (!c->api->cfg.cluster)
     return no_cluster(c);
-  return send_json(c, 200, json_pack("{s:o}", "nodes", nc_cluster_nodes(c->api->cfg.cluster)));
+  struct nc_errinfo err = {0};
+  json_t *nodes = NULL;
+  int rc = nc_cluster_nodes(c->api->cfg.cluster, &nodes, &err);
+  return finish(c, rc, 200, rc ? NULL : json_pack("{s:o}", "nodes", nodes), &err);
 }
 
 static enum MHD_Result h_node_action(struct call *c) {
@@ -273,6 +283,12 @@ static bool forward_if_remote(struct call *c, const char *url, const char *tmpl,
     }
     bool local = false;
     rc = nc_cluster_vm_locate(cl, c->seg[2], addr, sizeof addr, &local);
+    if (rc == -ENOLINK) {
+      *ret = send_error(c, 503, "cut_off", NULL,
+                        "this node has no valid cluster lease (cut off from the etcd "
+                        "majority?) and cannot tell where that vm is; ask another node");
+      return true;
+    }
     if (rc == -EHOSTDOWN) {
       *ret = send_error(c, 503, "node_down", NULL,
                         "the node this vm is assigned to has no lease (dead or partitioned); "

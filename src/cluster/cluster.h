@@ -79,10 +79,14 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
 void nc_cluster_stop(struct nc_cluster *c);
 
 /* ---- API ---------------------------------------------------------------- */
-/* GET /v1/cluster: nodes, controller, this node. New reference. */
-json_t *nc_cluster_status(struct nc_cluster *c);
-/* GET /v1/nodes: every node with capacity, allocation, state, zone. */
-json_t *nc_cluster_nodes(struct nc_cluster *c);
+/* The reads below answer 503 "cut_off" at once on a node without a valid
+ * lease (it cannot know the cluster's state) and 503 "store_unreachable"
+ * when etcd does not answer; never an empty cluster in their place.
+ * GET /v1/cluster: nodes, controller, this node. *out is a new reference. */
+int nc_cluster_status(struct nc_cluster *c, json_t **out, struct nc_errinfo *err);
+/* GET /v1/nodes: every node with capacity, allocation, state, zone (an
+ * array). */
+int nc_cluster_nodes(struct nc_cluster *c, json_t **out, struct nc_errinfo *err);
 /* POST /v1/nodes/{node}/{cordon|uncordon|drain}. */
 int nc_cluster_node_admin(struct nc_cluster *c, const char *node, const char *action,
                           json_t **out, struct nc_errinfo *err);
@@ -97,7 +101,8 @@ int nc_cluster_vm_create(struct nc_cluster *c, json_t *req, json_t **out,
 int nc_cluster_explain(struct nc_cluster *c, json_t *req, json_t **out,
                        struct nc_errinfo *err);
 /* The API address of the node a VM is assigned to. -ENOENT when the
- * cluster has no such VM, -EHOSTDOWN when its node is not alive. */
+ * cluster has no such VM, -EHOSTDOWN when its node is not alive, -ENOLINK
+ * when this node is cut off (no valid lease). */
 int nc_cluster_vm_locate(struct nc_cluster *c, const char *name, char *addr, size_t len,
                          bool *local);
 /* The API address of the node that holds operation id (not this one).
@@ -109,8 +114,8 @@ int nc_cluster_forward(struct nc_cluster *c, const char *addr, const char *metho
                        const char *path, json_t *body, long *status, json_t **out);
 /* The API address (HOST:PORT) of the node called name. -ENOENT. */
 int nc_cluster_node_api(struct nc_cluster *c, const char *name, char *addr, size_t len);
-/* Every VM in the cluster with its node and state. New reference. */
-json_t *nc_cluster_vm_list(struct nc_cluster *c);
+/* Every VM in the cluster with its node and state (an array). */
+int nc_cluster_vm_list(struct nc_cluster *c, json_t **out, struct nc_errinfo *err);
 
 /* Migration hook, destination side: make this node the VM's owner if the
  * record still names `from`. Called after the source handed over and

@@ -35,10 +35,43 @@ static const char *node_state(json_t *n, bool alive) {
   return "ready";
 }
 
-json_t *nc_cluster_nodes(struct nc_cluster *c) {
+/* A node that has not renewed its lease cannot reach a majority of etcd:
+ * it says so at once instead of blocking on the store and answering with
+ * an empty (false) cluster. */
+static int cut_off(struct nc_cluster *c, struct nc_errinfo *err) {
+  if (nc__cl_lease_valid(c))
+    return 0;
+  pthread_mutex_lock(&c->mu);
+  int64_t ago = c->lease_ok_ms ? (nc__cl_now_ms() - c->lease_ok_ms) / 1000 : -1;
+  pthread_mutex_unlock(&c->mu);
+  char when[64] = "";
+  if (ago >= 0)
+    snprintf(when, sizeof when, " for %lld s", (long long)ago);
+  return nc_errinfo_set(err, 503, "cut_off", NULL,
+                        "this node has not renewed its cluster lease%s: it cannot reach a "
+                        "majority of the etcd members (network partition?), so it does not "
+                        "know the cluster's state, and its HA vms are fenced; ask another "
+                        "node, or see this node alone with `novacron node show`",
+                        when);
+}
+
+static int unreachable(struct nc_errinfo *err) {
+  return nc_errinfo_set(err, 503, "store_unreachable", NULL,
+                        "the cluster store (etcd) did not answer; retry, or ask another node");
+}
+
+int nc_cluster_nodes(struct nc_cluster *c, json_t **out_nodes, struct nc_errinfo *err) {
+  int rc = cut_off(c, err);
+  if (rc)
+    return rc;
   json_t *nodes = nc__cl_range_json(c->cfg.store, NC_CL_NODES);
-  json_t *alive = nc__cl_range_json(c->cfg.store, NC_CL_ALIVE);
-  json_t *vms = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
+  json_t *alive = nodes ? nc__cl_range_json(c->cfg.store, NC_CL_ALIVE) : NULL;
+  json_t *vms = alive ? nc__cl_range_json(c->cfg.store, NC_CL_VMS) : NULL;
+  if (!vms) {
+    json_decref(nodes);
+    json_decref(alive);
+    return unreachable(err);
+  }
   json_t *ctl = nc__cl_get_json(c->cfg.store, NC_CL_CONTROLLER, NULL);
   json_t *out = json_array();
   const char *name;
@@ -78,11 +111,15 @@ json_t *nc_cluster_nodes(struct nc_cluster *c) {
   json_decref(alive);
   json_decref(vms);
   json_decref(ctl);
-  return out;
+  *out_nodes = out;
+  return 0;
 }
 
-json_t *nc_cluster_status(struct nc_cluster *c) {
-  json_t *nodes = nc_cluster_nodes(c);
+int nc_cluster_status(struct nc_cluster *c, json_t **status, struct nc_errinfo *err) {
+  json_t *nodes = NULL;
+  int rc = nc_cluster_nodes(c, &nodes, err);
+  if (rc)
+    return rc;
   json_t *ctl = nc__cl_get_json(c->cfg.store, NC_CL_CONTROLLER, NULL);
   size_t i, ready = 0;
   json_t *n;
@@ -93,7 +130,8 @@ json_t *nc_cluster_status(struct nc_cluster *c) {
                           (json_int_t)json_array_size(nodes), "nodes_alive", (json_int_t)ready,
                           "nodes", nodes);
   json_decref(ctl);
-  return out;
+  *status = out;
+  return 0;
 }
 
 static size_t vms_on(struct nc_cluster *c, const char *node) {
@@ -385,6 +423,8 @@ int nc_cluster_vm_create(struct nc_cluster *c, json_t *req, json_t **out,
 
 int nc_cluster_vm_locate(struct nc_cluster *c, const char *name, char *addr, size_t len,
                          bool *local) {
+  if (!nc__cl_lease_valid(c))
+    return -ENOLINK; /* cut off: do not block on the store */
   char key[128];
   if (strlen(name) > 64)
     return -ENOENT;
@@ -431,10 +471,17 @@ static json_t *node_vm(struct nc_cluster *c, json_t *locals, const char *node,
   return json_object_get(json_object_get(mine, vm), "v");
 }
 
-json_t *nc_cluster_vm_list(struct nc_cluster *c) {
-  json_t *locals = json_object();
+int nc_cluster_vm_list(struct nc_cluster *c, json_t **list, struct nc_errinfo *err) {
+  int rc = cut_off(c, err);
+  if (rc)
+    return rc;
   json_t *vms = nc__cl_range_json(c->cfg.store, NC_CL_VMS);
-  json_t *alive = nc__cl_range_json(c->cfg.store, NC_CL_ALIVE);
+  json_t *alive = vms ? nc__cl_range_json(c->cfg.store, NC_CL_ALIVE) : NULL;
+  if (!alive) {
+    json_decref(vms);
+    return unreachable(err);
+  }
+  json_t *locals = json_object();
   json_t *out = json_array();
   const char *name;
   json_t *e;
@@ -464,7 +511,8 @@ json_t *nc_cluster_vm_list(struct nc_cluster *c) {
   json_decref(locals);
   json_decref(vms);
   json_decref(alive);
-  return out;
+  *list = out;
+  return 0;
 }
 
 int nc_cluster_claim(void *cluster, const char *vm, const char *from) {

@@ -164,7 +164,9 @@ static int teardown(void **state) {
 static void wait_formed(struct sim *s) {
   int64_t until = real_ms() + WAIT_MS;
   for (;;) {
-    json_t *st = nc_cluster_status(s->n[0].cl);
+    json_t *st = NULL;
+    struct nc_errinfo err = {0};
+    nc_cluster_status(s->n[0].cl, &st, &err);
     bool ok = json_integer_value(json_object_get(st, "nodes_alive")) == NODES &&
               json_is_string(json_object_get(st, "controller"));
     json_decref(st);
