@@ -12,7 +12,9 @@ through a surviving host. Then:
   - the VM created in the gap is placed on a survivor and runs there
     (its own record, its QEMU, heartbeats);
   - a VM created after the takeover is placed and runs too, so the new
-    controller keeps working rather than finishing one leftover."""
+    controller keeps working rather than finishing one leftover;
+  - the old controller's novacrond starts again: it rejoins as an
+    ordinary node and the controller stays where it is."""
 
 import threading
 import time
@@ -129,6 +131,18 @@ class ClusterFailover(C.ClusterCase):
                 row = h.cluster_vms().get(name)
                 if not row or row.get("node") == old:
                     fail("node %s lists %s as %r" % (h.name, name, row))
+        # The old controller comes back: it rejoins as an ordinary node and
+        # the controller stays where it is.
+        c.start(timeout=60)
+        nc.poll("%s to be ready again in the node list" % old,
+                lambda: via.node_row(old)["state"] == "ready", 60, interval=0.25)
+        st = c.cluster()
+        if not st or not st.get("lease_valid"):
+            fail("%s came back but its GET /v1/cluster says %r" % (old, st))
+        expect_eq("controller after %s came back (asked %s)" % (old, old), new,
+                  st.get("controller"))
+        expect_eq("controllers in the node list after %s came back" % old, [new],
+                  [r["name"] for r in via.nodes() if r.get("controller")])
         print("FAILOVER: controller %s killed; %s took over in %.1f s; a VM submitted %.1f s "
               "after the kill (answered at %.1f s) ran on %s %.1f s after the kill; the next "
               "on %s" % (old, new, took, t_submit - t_kill, t_created - t_kill, h1.name,

@@ -9,7 +9,9 @@ logs that produce heartbeats at the same time.
 
   (kill) kill -9 of X's novacrond, its etcd member, its fence guard and
       its QEMU: the VM runs (heartbeats) on another host within 30 s of
-      the kill; the cluster lists it there, running, and X as dead.
+      the kill; the cluster lists it there, running, and X as dead. Then X's
+      novacrond starts again: X rejoins, drops its stale record of the VM
+      and starts no second copy.
   (partition) X's cable is pulled (its veth's switch end goes down), with
       everything on X still running: X's fence guard kills the guest there
       before it starts anywhere else (the last heartbeat on X is received
@@ -148,6 +150,25 @@ class ClusterHA(C.ClusterCase):
         expect_eq("running copies", [y.name], running)
         print("HA KILL: %s ran again on %s %.1f s after kill -9 of %s (novacrond, etcd, guard, "
               "QEMU)" % (name, y.name, dt, x.name), flush=True)
+
+        # X comes back (as after a reboot: novacrond starts its etcd member
+        # again from member.json): it rejoins, drops its stale record of the
+        # VM and does not start a second copy.
+        t_back = time.monotonic()
+        x.start(timeout=60)
+        nc.poll("%s to be ready again in the node list" % x.name,
+                lambda: via.node_row(x.name)["state"] == "ready", 60, interval=0.25)
+        expect_eq("%s's etcd member processes after its restart" % x.name, 1,
+                  len(x.etcd_pids()))
+        M.expect_gone(x, name, timeout=60)
+        nc.log("%s rejoined and dropped its stale %s %.1f s after its restart"
+               % (x.name, name, time.monotonic() - t_back))
+        M.expect_no_qemu(x)
+        M.wait_new_heartbeats(y, name, 10)
+        w.check(fresh_boot=True)
+        expect_eq("running copies after %s came back" % x.name, [y.name],
+                  [c.node.name for c in w.running_copies()])
+        self.expect_cluster_has(name, y, via)
 
     def test_cluster_ha_partition(self):
         name = "ha-p"
