@@ -18,7 +18,8 @@ pid). Then, from different hosts:
     "state", a VM created meanwhile goes elsewhere, and pinning one to it
     is refused; after uncordon it is ready and fits again;
   - `vm create --node` pins a VM to a node pack would not have picked,
-    and it runs there."""
+    and it runs there; `vm stop` of it on another host is forwarded to
+    its node, where it stops and stays stopped."""
 
 import time
 
@@ -182,6 +183,23 @@ class ClusterPlace(C.ClusterCase):
         self.expect_not_local("pin-1", [h for h in self.hosts if h is not hp])
         nc.log("pin-1 runs on %s %.1f s after create, heartbeat seq %d"
                % (pin, time.monotonic() - t, hb.seq))
+
+        # ---- an action on a VM of another host is forwarded to it ----
+        pin_pid = hp.vm_or_none("pin-1")["pid"]
+        other = [h for h in self.hosts if h is not hp][0]
+        other.cli("vm", "stop", "pin-1", timeout=90)
+        v = hp.vm_or_none("pin-1")
+        expect_eq("state of pin-1 on %s after `vm stop` on %s" % (pin, other.name), "stopped",
+                  v["state"])
+        if nc.pid_alive(pin_pid):
+            fail("pin-1's QEMU pid %d on %s still runs after the stop" % (pin_pid, pin))
+        expect_eq("QEMUs of pin-1 on %s" % pin, [], nc.qemu_pids_for(hp.run_dir("pin-1") + "/"))
+        time.sleep(3)  # nobody (the agent, say) may start it again
+        v = hp.vm_or_none("pin-1")
+        expect_eq("state of pin-1 3 s after the stop", "stopped", v["state"])
+        got_fwd = n2.api.expect(200, "GET", "/v1/vms/pin-1").json
+        expect_eq("state of pin-1 in GET /v1/vms/pin-1 on n2 (forwarded)", "stopped",
+                  got_fwd["state"])
 
         # ---- the cluster's VM list, from every host ----
         want = {"p-1": h1.name, "aa-1": aa_nodes[0], "aa-2": aa_nodes[1], "c-1": got,
