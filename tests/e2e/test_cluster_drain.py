@@ -6,7 +6,8 @@ dirties memory and checks every page. `novacron node drain X`, run on
 another host, waits until the drain is complete. Then:
 
   - the command succeeded and said the node is drained;
-  - the node list shows X draining, drain state "complete", 0 VMs; the
+  - the node list shows X drained (draining or cordoned: not ready for new
+    VMs), drain state "complete", 0 VMs; the
     cluster's VM list has the VM on another host Y;
   - Y runs it (its own record, its one QEMU, heartbeats), and the guest
     went on where it was: its first heartbeat on Y continues the seq of
@@ -64,7 +65,9 @@ class ClusterDrain(C.ClusterCase):
         expect_eq("drain state of %s" % x.name, "complete", (row.get("drain") or {}).get("state"),
                   "row: %r" % row)
         expect_eq("VMs on %s in the node list" % x.name, 0, row["vms"])
-        expect_eq("state of %s in the node list" % x.name, "draining", row["state"])
+        if row["state"] not in ("draining", "cordoned"):
+            fail("a drained node must take no new VMs until uncordoned, but the node list "
+                 "says %s is %r" % (x.name, row["state"]))
         on = self.where(NAME, via)
         if on is None or on == x.name:
             fail("after the drain the cluster has %s on %r" % (NAME, on))
