@@ -1016,6 +1016,11 @@ static void build_argv(struct nc_etcd_member *m) {
   m->argv[i++] = fmt_arg("--initial-cluster", m->s.initial_cluster);
   m->argv[i++] = fmt_arg("--initial-cluster-state", state_name(m->s.state));
   m->argv[i++] = fmt_arg("--initial-cluster-token", m->s.token);
+  /* A member cut off by a partition keeps raising its term; without
+   * pre-vote its return deposes the healthy leader and every node's lease
+   * renewal stalls for an election (seen in the e2e partition test: all
+   * leases lost for 4-5 s, which fences HA vms that were fine). */
+  m->argv[i++] = xstrdup("--pre-vote=true");
   m->argv[i++] = xstrdup("--auto-compaction-mode=revision");
   snprintf(num, sizeof num, "%d", NC_ETCD_MEMBER_COMPACTION_REVISIONS);
   m->argv[i++] = fmt_arg("--auto-compaction-retention", num);
