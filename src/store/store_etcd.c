@@ -60,6 +60,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -283,8 +284,13 @@ struct et_watch;
 
 struct et_store {
   struct nc_store base; /* first */
+  /* Room for NC__STORE_ETCD_ENDPOINTS_MAX; entries are only ever appended
+   * (under mu, string first, count after), so readers may walk
+   * [0, nendpoints) without the lock. */
   char **endpoints;
-  size_t nendpoints;
+  _Atomic size_t nendpoints;
+  int64_t synced_ms; /* last member-list sync; under mu */
+  bool syncing;      /* under mu */
   struct nc__store_etcd_opts opts;
   struct curl_slist *headers;
   pthread_mutex_t mu;       /* guards everything below */
@@ -616,9 +622,12 @@ static int attempt(struct et_store *s, size_t ep, const char *path, const char *
 /* Sends req (a JSON object, borrowed) to path on the cluster, failing over
  * between endpoints and retrying what is safe to retry until op_timeout_ms.
  * On success *out is the answer (the caller's, json_decref). */
+static void sync_members(struct et_store *s);
+
 static int et_call(struct et_store *s, const char *path, const json_t *req, unsigned flags,
                    json_t **out) {
   *out = NULL;
+  sync_members(s);
   char *text = json_dumps(req, JSON_COMPACT);
   if (!text)
     return -ENOMEM;
@@ -876,6 +885,57 @@ static int64_t et_current_rev(struct nc_store *base) {
 
 /* Calls path with the body {field: value}; *resp (may be NULL) gets the
  * answer. */
+/* Learns the client URLs of the cluster's members (MemberList), so a node
+ * given one endpoint at formation can still reach the others when that
+ * one fails. At open and then at most every ENDPOINT_SYNC_MS, from inside
+ * et_call (never recursively). */
+#define ENDPOINT_SYNC_MS 30000
+static void sync_members(struct et_store *s) {
+  pthread_mutex_lock(&s->mu);
+  bool due = !s->syncing && real_mono_ms() - s->synced_ms >= ENDPOINT_SYNC_MS;
+  if (due)
+    s->syncing = true;
+  pthread_mutex_unlock(&s->mu);
+  if (!due)
+    return;
+  json_t *req = json_object(), *resp = NULL;
+  int rc = req ? et_call(s, "/v3/cluster/member/list", req,
+                         CALL_IDEMPOTENT | CALL_FAIL_FAST, &resp)
+               : -ENOMEM;
+  json_decref(req);
+  size_t i, j;
+  json_t *m, *u;
+  json_array_foreach(rc == 0 ? json_object_get(resp, "members") : NULL, i, m) {
+    json_array_foreach(json_object_get(m, "clientURLs"), j, u) {
+      const char *url = json_string_value(u);
+      size_t n = url ? strlen(url) : 0;
+      while (n > 0 && url[n - 1] == '/')
+        n--;
+      if (n <= 7 || n > NC__STORE_ETCD_ENDPOINT_LEN_MAX || strncmp(url, "http://", 7) != 0 ||
+          memchr(url + 7, '/', n - 7))
+        continue;
+      pthread_mutex_lock(&s->mu);
+      bool known = false;
+      size_t have = s->nendpoints;
+      for (size_t k = 0; k < have && !known; k++)
+        known = strlen(s->endpoints[k]) == n && strncmp(s->endpoints[k], url, n) == 0;
+      char *copy = !known && have < NC__STORE_ETCD_ENDPOINTS_MAX ? strndup(url, n) : NULL;
+      if (copy) {
+        s->endpoints[have] = copy;
+        s->nendpoints = have + 1;
+      }
+      pthread_mutex_unlock(&s->mu);
+      if (copy)
+        nc_info(COMPONENT, "etcd: learned member endpoint %s", copy);
+    }
+  }
+  json_decref(resp);
+  pthread_mutex_lock(&s->mu);
+  s->syncing = false;
+  s->synced_ms = real_mono_ms();
+  pthread_mutex_unlock(&s->mu);
+}
+
 static int et_call_i64(struct et_store *s, const char *path, const char *field, int64_t value,
                        unsigned flags, json_t **resp) {
   bool ok = true;

@@ -372,6 +372,47 @@ static int64_t outage_ms(struct kill_run *k, int64_t t) {
   return worst;
 }
 
+/* A store opened on one member's URL learns the others (MemberList) and
+ * keeps working when that member dies, as a node formed with `cluster
+ * init` (it knew only its own member then) must. */
+static void test_learns_members(void **state) {
+  const char *uri = getenv("NC_STORE_URI");
+  endpoints();
+  if (!getenv("NC_ETCD_CLUSTER") || !getenv("NC_ETCD_CLUSTER_DIR") || !strchr(uri, ','))
+    skip(); /* needs the runner's 3-member cluster */
+  char first[512], prefix[32], key[64];
+  snprintf(first, sizeof first, "%s", uri);
+  first[strcspn(first, ",")] = '\0'; /* "etcd:http://...:BASE": member m1 alone */
+  new_prefix(prefix, sizeof prefix);
+  snprintf(key, sizeof key, "%sk", prefix);
+  struct nc_store *s = NULL;
+  EXPECT_RC(nc_store_open(first, NULL, &s), 0);
+  EXPECT_RC(nc_store_put(s, key, "1", 1, 0, NULL), 0);
+  EXPECT_RC(cluster("kill", "m1", NULL, 0), 0);
+  struct nc_kv kv;
+  EXPECT_RC(nc_store_get(s, key, &kv), 0); /* a read fails over to a learned member */
+  assert_string_equal(kv.value, "1");
+  nc_kv_free(&kv);
+  /* A write on a pooled connection to the dead member may fail once as
+   * "may have been applied" (-ETIMEDOUT); putting the same value again is
+   * safe. */
+  int rc = nc_store_put(s, key, "2", 1, 0, NULL);
+  if (rc == -ETIMEDOUT)
+    rc = nc_store_put(s, key, "2", 1, 0, NULL);
+  EXPECT_RC(rc, 0);
+  EXPECT_RC(nc_store_get(s, key, &kv), 0);
+  assert_string_equal(kv.value, "2");
+  nc_kv_free(&kv);
+  nc_store_close(s);
+}
+
+static int restart_m1(void **state) {
+  (void)state;
+  if (getenv("NC_ETCD_CLUSTER") && getenv("NC_ETCD_CLUSTER_DIR"))
+    cluster("restart", "m1", NULL, 0); /* fails harmlessly when it runs */
+  return 0;
+}
+
 /* Four threads CAS-increment one counter while the leader is SIGKILLed,
  * twice (the first victim is restarted in between, so the second kill
  * again leaves a quorum). Increments must resume within a few seconds, and
@@ -486,6 +527,7 @@ int main(void) {
       cmocka_unit_test(test_watch_overflow),
       cmocka_unit_test(test_request_too_large),
       cmocka_unit_test(test_ops_per_second),
+      cmocka_unit_test_teardown(test_learns_members, restart_m1),
       cmocka_unit_test(test_leader_kill),
   };
   return cmocka_run_group_tests_name("store_etcd", tests, NULL, NULL);
