@@ -533,6 +533,15 @@ static int error_answer(struct et_store *s, size_t ep, long status, const struct
               "--max-request-bytes)", s->endpoints[ep], text);
     else
       nc_error(COMPONENT, "etcd %s: %s (HTTP %ld)", s->endpoints[ep], text, status);
+  } else if (status == 503) {
+    /* What a member answers, bodiless, to a request that asks for a
+     * leader (the hasleader header) while it has none: an election, or
+     * this member is cut off from the majority. */
+    nc_warn(COMPONENT, "etcd %s: no leader (HTTP 503): an election is under way or this "
+            "member is cut off from the majority", s->endpoints[ep]);
+    *v = V_RETRY; /* refused before it was proposed (etcd's hasleader check) */
+    err = NC_E_UNAVAIL;
+    snprintf(why, why_len, "no leader");
   } else {
     nc_error(COMPONENT, "etcd %s: HTTP %ld with no etcd error in the body; is this an etcd "
              "v3 client URL?", s->endpoints[ep], status);
