@@ -25,6 +25,7 @@
 #include "hv/qmp.h"
 #include "migrate/peer.h"
 #include "migrate/relay.h"
+#include "migrate/sockio.h"
 #include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -140,31 +141,6 @@ static uint64_t get_be(const uint8_t *p, int n) {
 }
 
 static int64_t now_ms(void) { return nc_mono_ms(nc_clock_system()); }
-
-/* Fills a unix socket address; -ENAMETOOLONG if path does not fit. */
-static int unix_addr(struct sockaddr_un *sa, const char *path) {
-  size_t n = strlen(path);
-  memset(sa, 0, sizeof *sa);
-  sa->sun_family = AF_UNIX;
-  if (n >= sizeof sa->sun_path)
-    return -ENAMETOOLONG;
-  memcpy(sa->sun_path, path, n + 1);
-  return 0;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
 
 /* QMP on the VM's QEMU, under the VM's hypervisor lock. */
 struct qmp_call {
@@ -931,7 +907,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   snprintf(sock, sizeof sock, "%s/mig-out.sock", nc_vmm_ext_run_dir(s->x));
   unlink(sock);
   struct sockaddr_un sa;
-  if ((rc = unix_addr(&sa, sock)) != 0) {
+  if ((rc = nc__unix_addr(&sa, sock)) != 0) {
     nc_errinfo_set(err, 500, "internal", NULL, "socket path too long: %s", sock);
     goto rollback;
   }
@@ -1346,26 +1322,6 @@ struct dst {
   uint8_t *plain;                /* a DATA frame, unpacked: BATCH_MAX */
 };
 
-static int connect_unix(const char *path, int timeout_ms) {
-  struct sockaddr_un sa;
-  int rc = unix_addr(&sa, path);
-  if (rc)
-    return rc;
-  int64_t deadline = now_ms() + timeout_ms;
-  for (;;) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-      return fd;
-    int e = errno;
-    close(fd);
-    if (now_ms() > deadline)
-      return -e;
-    usleep(20 * 1000);
-  }
-}
-
 static int get_pid(struct nc_hv_vm *hv, void *arg) {
   if (!hv)
     return -ESRCH;
@@ -1454,7 +1410,7 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
       uint32_t len = (uint32_t)get_be(p + i + 1, 4);
       if (len > n - i - 5)
         break;
-      int rc = write_all(d->qemu_fd, p + i + 5, len);
+      int rc = nc__write_all(d->qemu_fd, p + i + 5, len);
       if (rc)
         return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
                               "writing to the destination QEMU: %s", nc_strerror(rc));
@@ -1470,7 +1426,7 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
                               "a page could not be rebuilt (%s); stopping before the guest "
                               "sees it",
                               nc_strerror(rc));
-      rc = write_all(d->qemu_fd, page, sizeof page);
+      rc = nc__write_all(d->qemu_fd, page, sizeof page);
       if (rc)
         return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
                               "writing to the destination QEMU: %s", nc_strerror(rc));
@@ -1597,7 +1553,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
 
   char sock[1200];
   snprintf(sock, sizeof sock, "%s/mig-in.sock", nc_vmm_ext_run_dir(d->x));
-  d->qemu_fd = connect_unix(sock, 10000);
+  d->qemu_fd = nc__unix_connect(sock, 10000);
   if (d->qemu_fd < 0)
     return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
                           "cannot connect to the destination QEMU's incoming socket: %s",

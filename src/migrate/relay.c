@@ -1,5 +1,6 @@
 /* The disk relay. Contract and wire in relay.h. */
 #include "migrate/relay.h"
+#include "migrate/sockio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,20 +66,6 @@ static bool is_stopping(struct nc__relay *r) {
   return s;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 /* Reads exactly n bytes from a plain fd within timeout_ms. */
 static int read_exact_plain(int fd, uint8_t *p, size_t n, int timeout_ms) {
   int64_t deadline = now_ms() + timeout_ms;
@@ -118,7 +105,7 @@ static void *pump(void *arg) {
         continue;
       if (n <= 0)
         break;
-      rc = r->tls ? nc_tls_write(r->tls, buf, (size_t)n) : write_all(r->peer_fd, buf, (size_t)n);
+      rc = r->tls ? nc_tls_write(r->tls, buf, (size_t)n) : nc__write_all(r->peer_fd, buf, (size_t)n);
     } else {
       if (r->tls) {
         n = nc_tls_read(r->tls, buf, BUF_BYTES, -1);
@@ -129,7 +116,7 @@ static void *pump(void *arg) {
       }
       if (n <= 0)
         break;
-      rc = write_all(r->local_fd, buf, (size_t)n);
+      rc = nc__write_all(r->local_fd, buf, (size_t)n);
     }
     if (rc)
       break;
@@ -169,17 +156,6 @@ static void *source_main(void *arg) {
   return NULL;
 }
 
-/* Fills sa with the unix socket path; -ENAMETOOLONG if it does not fit. */
-static int unix_addr(struct sockaddr_un *sa, const char *path) {
-  size_t n = strlen(path);
-  memset(sa, 0, sizeof *sa);
-  sa->sun_family = AF_UNIX;
-  if (n >= sizeof sa->sun_path)
-    return -ENAMETOOLONG;
-  memcpy(sa->sun_path, path, n + 1);
-  return 0;
-}
-
 static struct nc__relay *relay_new(bool dest, struct nc_tls *tls, const uint8_t *peer_fp,
                                    const uint8_t session[16], const char *sock) {
   struct nc__relay *r = calloc(1, sizeof *r);
@@ -208,7 +184,7 @@ int nc__relay_source(const char *sock, const char *host, int port, struct nc_tls
   struct sockaddr_un sa;
   if (nc_sockaddr_numeric(host, port, &ss, &sl) != 0)
     return -EINVAL;
-  int rc = unix_addr(&sa, sock);
+  int rc = nc__unix_addr(&sa, sock);
   if (rc)
     return rc;
   struct nc__relay *r = relay_new(false, tls, peer_fp, session, sock);
@@ -242,7 +218,7 @@ int nc__relay_source(const char *sock, const char *host, int port, struct nc_tls
   } else {
     struct timeval none = {0};
     setsockopt(r->peer_fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-    if ((rc = write_all(r->peer_fd, session, 16)) != 0)
+    if ((rc = nc__write_all(r->peer_fd, session, 16)) != 0)
       goto fail;
   }
   r->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -264,26 +240,6 @@ fail:
 }
 
 /* ---- destination ----------------------------------------------------------------- */
-
-static int connect_unix(const char *path, int timeout_ms) {
-  struct sockaddr_un sa;
-  int rc = unix_addr(&sa, path);
-  if (rc)
-    return rc;
-  int64_t deadline = now_ms() + timeout_ms;
-  for (;;) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-      return fd;
-    int e = errno;
-    close(fd);
-    if (now_ms() > deadline)
-      return -e;
-    usleep(20 * 1000);
-  }
-}
 
 /* Takes one candidate connection through TLS and the session id. 0: it is
  * the source; <0: refuse it. */
@@ -338,7 +294,7 @@ static void *dest_main(void *arg) {
   int one = 1;
   setsockopt(r->peer_fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof uto);
   setsockopt(r->peer_fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  int fd = connect_unix(r->sock, SETUP_TIMEOUT_MS);
+  int fd = nc__unix_connect(r->sock, SETUP_TIMEOUT_MS);
   if (fd < 0) {
     nc_warn("migrate", "disk relay: cannot reach QEMU's NBD socket %s: %s", r->sock,
             nc_strerror(fd));
@@ -358,7 +314,7 @@ int nc__relay_dest(const char *host, struct nc_tls *tls, const uint8_t *peer_fp,
   struct sockaddr_un sa;
   if (nc_sockaddr_numeric(host, 0, &ss, &sl) != 0)
     return -EINVAL;
-  int rc = unix_addr(&sa, sock);
+  int rc = nc__unix_addr(&sa, sock);
   if (rc)
     return rc;
   struct nc__relay *r = relay_new(true, tls, peer_fp, session, sock);
