@@ -195,13 +195,13 @@ static void ensure_guard(struct nc_cluster *c) {
     close(c->guard_pidfd);
   c->guard_pidfd = -1;
   c->guard_pid = 0;
-  char pidpath[1200], buf[32];
+  char pidpath[1200];
   snprintf(pidpath, sizeof pidpath, "%s/guard.pid", c->fence_dir);
-  if (nc__proc_read_small(pidpath, buf, sizeof buf) > 0) {
-    pid_t pid = (pid_t)strtol(buf, NULL, 10);
+  pid_t pid = 0;
+  if (nc__proc_read_pid(pidpath, &pid) == 0) {
     int err = 0;
-    int fd = pid > 1 ? nc__proc_pidfd_open(pid, &err) : -1;
-    if (pid > 1 && nc__proc_alive(pid, fd) == 1 &&
+    int fd = nc__proc_pidfd_open(pid, &err);
+    if (nc__proc_alive(pid, fd) == 1 &&
         nc__proc_cmdline_has_prefix(pid, c->fence_dir) == 1) {
       c->guard_pid = pid;
       c->guard_pidfd = fd;
@@ -213,7 +213,7 @@ static void ensure_guard(struct nc_cluster *c) {
   char log[1200];
   snprintf(log, sizeof log, "%s/guard.log", c->fence_dir);
   char *argv[] = {c->self_exe, "--fence-guard", c->fence_dir, NULL};
-  pid_t pid = 0;
+  pid = 0;
   int fd = -1;
   int rc = nc__proc_spawn_detached(argv, log, &pid, &fd);
   if (rc) {

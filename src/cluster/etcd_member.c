@@ -927,20 +927,6 @@ out:
   return rc < 0 ? rc : 0;
 }
 
-static int read_pid_file(const char *path, pid_t *pid) {
-  char buf[64];
-  int n = nc__proc_read_small(path, buf, sizeof buf);
-  if (n < 0)
-    return -ESRCH;
-  char *end;
-  errno = 0;
-  long v = strtol(buf, &end, 10);
-  if (errno || end == buf || v <= 1 || v > INT_MAX || (*end && *end != '\n'))
-    return -ESRCH;
-  *pid = (pid_t)v;
-  return 0;
-}
-
 /* 1 if one argument of the process is exactly arg, 0 if none is, <0 when
  * it cannot be read. etcd's command line is short; more than
  * SAVED_MAX_BYTES of it is not ours. */
@@ -967,7 +953,7 @@ static int cmdline_has_arg(pid_t pid, const char *arg) {
  * not). */
 static int find_live(struct nc_etcd_member *m, pid_t *pid_out, int *pidfd_out) {
   pid_t pid;
-  if (read_pid_file(m->pid_path, &pid) < 0)
+  if (nc__proc_read_pid(m->pid_path, &pid) < 0)
     return -ESRCH;
   int e;
   int pidfd = nc__proc_pidfd_open(pid, &e);

@@ -123,13 +123,10 @@ int nc_fence_write(const char *dir, int64_t deadline_ms, const char *const *run_
 }
 
 int nc_fence_kill_run_dir(const char *run_dir) {
-  char pidfile[1200], buf[32], qmp_arg[1300];
+  char pidfile[1200], qmp_arg[1300];
   snprintf(pidfile, sizeof pidfile, "%s/qemu.pid", run_dir);
-  if (nc__proc_read_small(pidfile, buf, sizeof buf) < 0)
-    return -ESRCH;
-  char *end = NULL;
-  long pid = strtol(buf, &end, 10);
-  if (pid <= 1 || (end && *end && *end != '\n'))
+  pid_t pid = 0;
+  if (nc__proc_read_pid(pidfile, &pid) != 0)
     return -ESRCH;
   if (nc__qemu_qmp_arg(run_dir, qmp_arg, sizeof qmp_arg) != 0)
     return -ESRCH;

@@ -534,3 +534,17 @@ int nc__proc_cmdline_has_prefix(pid_t pid, const char *prefix) {
   free(buf);
   return found;
 }
+
+int nc__proc_read_pid(const char *path, pid_t *pid) {
+  char buf[64];
+  int n = nc__proc_read_small(path, buf, sizeof buf);
+  if (n < 0)
+    return -ESRCH;
+  char *end;
+  errno = 0;
+  long v = strtol(buf, &end, 10);
+  if (errno || end == buf || v <= 1 || v > INT_MAX || (*end && *end != '\n'))
+    return -ESRCH;
+  *pid = (pid_t)v;
+  return 0;
+}

@@ -60,6 +60,9 @@ int nc__proc_cmdline_has_prefix(pid_t pid, const char *prefix);
 /* Reads the last out_cap - 1 bytes of path into out (NUL-terminated,
  * NUL bytes replaced). Returns the length, or a negative error. */
 int nc__proc_read_tail(const char *path, char *out, size_t out_cap);
+/* Reads a pid file: a decimal pid > 1, optionally followed by a newline.
+ * -ESRCH when the file is missing or holds anything else. */
+int nc__proc_read_pid(const char *path, pid_t *pid);
 /* Reads a whole small file (< out_cap bytes) into out, NUL-terminated.
  * NC_E_TOOBIG if it does not fit. Returns the length. */
 int nc__proc_read_small(const char *path, char *out, size_t out_cap);

@@ -205,18 +205,9 @@ static int end_process(struct nc_hv_vm *vm) {
 
 /* Reads qemu.pid. -ESRCH when there is no usable pid in it. */
 static int read_pid_file(const struct nc_hv_vm *vm, pid_t *pid) {
-  char path[PATH_MAX + 16], buf[64];
+  char path[PATH_MAX + 16];
   vm_path(vm, "qemu.pid", path, sizeof path);
-  int n = nc__proc_read_small(path, buf, sizeof buf);
-  if (n < 0)
-    return -ESRCH;
-  char *end;
-  errno = 0;
-  long v = strtol(buf, &end, 10);
-  if (errno || end == buf || v <= 1 || v > INT_MAX || (*end && *end != '\n'))
-    return -ESRCH;
-  *pid = (pid_t)v;
-  return 0;
+  return nc__proc_read_pid(path, pid);
 }
 
 /* Finds the live QEMU of this run dir: pid file, pid alive, and its
