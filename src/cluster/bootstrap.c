@@ -2,6 +2,7 @@
 #include "cluster/bootstrap.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,6 +95,18 @@ static int port_field(json_t *body, const char *field, int def, int *out,
                           field);
   *out = (int)json_integer_value(v);
   return 0;
+}
+
+/* HOST:PORT or http://HOST:PORT as other nodes give it: host characters
+ * only (letters, digits, '.', '-', ':', '[', ']'), so it can go into a URL
+ * and into etcd's "name=url,..." list unchanged. */
+static bool addr_chars_ok(const char *s) {
+  if (!*s)
+    return false;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr(".-:[]", *s))
+      return false;
+  return true;
 }
 
 static void url_for(const char *ip, int port, char *out, size_t len) {
@@ -283,9 +296,11 @@ int nc_cluster_members_add(const char *data_dir, json_t *body, json_t **out,
                                                  "the body must be {\"name\", \"peer_url\"}");
   const char *name = jstr(body, "name"), *peer = jstr(body, "peer_url");
   bool worker = json_is_true(json_object_get(body, "worker"));
-  if (!rc && (!*name || strlen(name) > 63))
-    rc = nc_errinfo_set(err, 400, "invalid_field", "name", "name is the joining node's name");
-  if (!rc && !worker && (strncmp(peer, "http://", 7) != 0 || strlen(peer) > 200))
+  if (!rc && !nc_name_valid(name))
+    rc = nc_errinfo_set(err, 400, "invalid_field", "name",
+                        "name must be the joining node's name (a DNS label)");
+  if (!rc && !worker &&
+      (strncmp(peer, "http://", 7) != 0 || strlen(peer) > 200 || !addr_chars_ok(peer + 7)))
     rc = nc_errinfo_set(err, 400, "invalid_field", "peer_url",
                         "peer_url must be http://IP:PORT of the joining node's etcd member");
   if (rc) {
@@ -327,7 +342,7 @@ int nc_cluster_join(const struct nc_cluster_setup *s, json_t *body, json_t **out
   if (!rc)
     rc = nc_json_check_fields(body, allowed, "cluster join", err);
   const char *addr = jstr(body, "address"), *token = jstr(body, "token");
-  if (!rc && (!*addr || strlen(addr) > 200 || !strchr(addr, ':')))
+  if (!rc && (strlen(addr) > 200 || !strchr(addr, ':') || !addr_chars_ok(addr)))
     rc = nc_errinfo_set(err, 400, "invalid_field", "address",
                         "address must be HOST:PORT of a cluster member's API (what `cluster "
                         "init` printed)");
