@@ -231,12 +231,23 @@ static void ensure_guard(struct nc_cluster *c) {
   nc_info(COMPONENT, "fence guard started (pid %d)", (int)pid);
 }
 
-static int put_alive(struct nc_cluster *c, int64_t lease) {
+static bool node_ready(struct nc_cluster *c) {
+  return c->cfg.ready ? c->cfg.ready(c->cfg.ready_data) : true;
+}
+
+/* The alive key says whether the node is ready (its daemon's critical
+ * components are up); it is rewritten only when that changes, so a quiet
+ * cluster writes nothing. */
+static int put_alive(struct nc_cluster *c, int64_t lease, bool ready) {
   char key[128];
   snprintf(key, sizeof key, NC_CL_ALIVE "%s", c->node);
-  char val[128];
-  snprintf(val, sizeof val, "{\"node\":\"%s\",\"lease\":%lld}", c->node, (long long)lease);
-  return nc_store_put(c->cfg.store, key, val, strlen(val), lease, NULL);
+  char val[160];
+  snprintf(val, sizeof val, "{\"node\":\"%s\",\"lease\":%lld,\"ready\":%s}", c->node,
+           (long long)lease, ready ? "true" : "false");
+  int rc = nc_store_put(c->cfg.store, key, val, strlen(val), lease, NULL);
+  if (rc == 0)
+    c->ready_published = ready;
+  return rc;
 }
 
 /* One round: keep the lease alive (or get a new one), then extend the
@@ -258,7 +269,7 @@ static void lease_round(struct nc_cluster *c) {
   if (!lease) {
     rc = nc_store_lease_grant(c->cfg.store, c->cfg.lease_ttl_ms, &lease);
     if (rc == 0)
-      rc = put_alive(c, lease);
+      rc = put_alive(c, lease, node_ready(c));
     if (rc == 0) {
       save_lease(c, lease);
       nc_info(COMPONENT, "node \"%s\" joined with lease %llx (ttl %lld ms)", c->node,
@@ -275,6 +286,9 @@ static void lease_round(struct nc_cluster *c) {
   pthread_mutex_unlock(&c->mu);
   if (rc == 0 && lease) {
     write_fence(c, sent + c->cfg.fence_after_ms);
+    bool ready = node_ready(c);
+    if (ready != c->ready_published && put_alive(c, lease, ready) == 0)
+      nc_info(COMPONENT, "node \"%s\" is %s", c->node, ready ? "ready" : "not ready");
   } else if (was_valid) {
     nc_warn(COMPONENT, "cannot renew the cluster lease: %s (HA vms are fenced %lld ms after "
                        "the last renewal)", nc_strerror(rc), (long long)c->cfg.fence_after_ms);
@@ -371,7 +385,7 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
    * deadline then never lapses across a quick restart. */
   int64_t saved = load_saved_lease(c);
   if (saved > 0 && nc_store_lease_keepalive(c->cfg.store, saved) == 0 &&
-      put_alive(c, saved) == 0) {
+      put_alive(c, saved, node_ready(c)) == 0) {
     c->lease = saved;
     c->lease_ok_ms = nc__cl_now_ms();
     nc_info(COMPONENT, "kept lease %llx across the restart", (unsigned long long)saved);

@@ -10,7 +10,9 @@
  *                           admin state (active | cordoned | draining),
  *                           which outlives the node's lease.
  *   /cluster/alive/<node>   attached to the node's lease: present while
- *                           the node keeps its lease alive.
+ *                           the node keeps its lease alive; says whether
+ *                           the node is ready (else: not-ready, no new
+ *                           VMs, but its VMs stay).
  *   /cluster/controller     attached to the controller's lease: the one
  *                           node that places VMs, restarts HA VMs and
  *                           drains nodes (won by create-if-absent).
@@ -64,6 +66,10 @@ struct nc_cluster_config {
   bool spread;                 /* placement weight: spread (default pack) */
   bool rebalance;              /* move VMs to even out load (default off) */
   double rebalance_threshold;  /* load gap that triggers it; default 0.25 */
+  /* Whether this node's daemon is ready (its critical components up); a
+   * node that is alive but not ready takes no new VMs. NULL: always. */
+  bool (*ready)(void *data);
+  void *ready_data;
   /* Path of this executable, to run the fence guard (`--fence-guard`).
    * NULL runs no guard, so nothing fences HA VMs: for tests and
    * simulations only; novacrond always passes it. */

@@ -26,9 +26,11 @@ static json_t *or_empty(json_t *v, json_t *(*make)(void)) {
   return v ? json_incref(v) : make();
 }
 
-static const char *node_state(json_t *n, bool alive) {
+static const char *node_state(json_t *n, json_t *alive) {
   if (!alive)
     return "dead";
+  if (json_is_false(json_object_get(json_object_get(alive, "v"), "ready")))
+    return "not-ready";
   const char *admin = jstr(n, "admin");
   if (strcmp(admin, "cordoned") == 0 || strcmp(admin, "draining") == 0)
     return admin;
@@ -93,7 +95,7 @@ int nc_cluster_nodes(struct nc_cluster *c, json_t **out_nodes, struct nc_errinfo
     }
     json_t *row = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:o}",
-        "name", name, "state", node_state(n, json_object_get(alive, name) != NULL), "api",
+        "name", name, "state", node_state(n, json_object_get(alive, name)), "api",
         jstr(n, "api"), "zone", jstr(n, "zone"), "rack", jstr(n, "rack"), "labels",
         or_empty(json_object_get(n, "labels"), json_object),
         "control_plane", json_is_true(json_object_get(n, "control_plane")), "controller",

@@ -33,6 +33,7 @@ struct nc_cluster {
   int64_t lease;       /* 0: none */
   int64_t lease_ok_ms; /* monotonic send time of the last acknowledged keep-alive */
   bool leader;
+  bool ready_published; /* what the alive key says; lease thread only */
   char **ha_dirs;      /* run dirs of the local HA VMs (agent -> fence file) */
   size_t nha;
   pid_t guard_pid;

@@ -180,6 +180,8 @@ static int build_snapshot(struct nc_cluster *c, json_t *nodes, json_t *alive, js
       nl++;
     }
     const char *admin = jstr(n, "admin");
+    json_t *al = json_object_get(alive, name);
+    bool ready = !json_is_false(json_object_get(json_object_get(al, "v"), "ready"));
     struct nc_sched_host h = {
         .name = name,
         .arch = jstr(n, "arch"),
@@ -189,10 +191,11 @@ static int build_snapshot(struct nc_cluster *c, json_t *nodes, json_t *alive, js
         .mem_bytes = (uint64_t)json_integer_value(json_object_get(n, "memory_bytes")),
         .labels = lbl,
         .nlabels = nl,
-        .state = !json_object_get(alive, name)           ? NC_SCHED_HOST_NOT_READY
-                 : strcmp(admin, "cordoned") == 0 ? NC_SCHED_HOST_CORDONED
-                 : strcmp(admin, "draining") == 0 ? NC_SCHED_HOST_DRAINING
-                                                  : NC_SCHED_HOST_READY,
+        /* alive but not ready: like cordoned, its VMs still count */
+        .state = !al                                       ? NC_SCHED_HOST_NOT_READY
+                 : strcmp(admin, "draining") == 0          ? NC_SCHED_HOST_DRAINING
+                 : strcmp(admin, "cordoned") == 0 || !ready ? NC_SCHED_HOST_CORDONED
+                                                           : NC_SCHED_HOST_READY,
     };
     if (h.cpus == 0)
       h.cpus = 1;
@@ -707,7 +710,9 @@ static void rebalance_step(struct nc_cluster *c, struct nc_ctl *ctl, struct view
         .name = name,
         .cpu_cap = (cpus > 0 ? cpus : 1) * c->cfg.cpu_ratio,
         .mem_cap = (mem > 0 ? mem : 1) * c->cfg.mem_ratio,
-        .eligible = json_object_get(v->alive, name) && strcmp(jstr(n, "admin"), "active") == 0,
+        .eligible = json_object_get(v->alive, name) && strcmp(jstr(n, "admin"), "active") == 0 &&
+                    !json_is_false(json_object_get(
+                        json_object_get(json_object_get(v->alive, name), "v"), "ready")),
     };
     i++;
   }

@@ -400,6 +400,14 @@ static json_t *parse_labels(const char *s) {
   return o;
 }
 
+static bool node_ready(void *data) {
+  struct daemon *d = data;
+  json_t *r = nc_boot_readiness(d->boot);
+  bool ready = json_is_true(json_object_get(r, "ready"));
+  json_decref(r);
+  return ready;
+}
+
 static int c_cluster(void *ctx, char *err, size_t len) {
   struct daemon *d = ctx;
   if (!d->shared) {
@@ -441,6 +449,8 @@ static int c_cluster(void *ctx, char *err, size_t len) {
       .rebalance = d->cfg.rebalance != 0,
       .rebalance_threshold = d->cfg.rebalance_threshold_pct / 100.0,
       .self_exe = d->self_exe,
+      .ready = node_ready,
+      .ready_data = d,
   };
   int rc = nc_cluster_start(&cc, &d->cluster);
   json_decref(labels);

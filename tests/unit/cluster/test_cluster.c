@@ -31,7 +31,13 @@ struct node {
   struct nc_ops *ops;
   struct nc_vmm *vmm;
   struct nc_cluster *cl;
+  atomic_bool not_ready;
 };
+
+static bool node_ready_cb(void *data) {
+  struct node *n = data;
+  return !atomic_load(&n->not_ready);
+}
 
 struct sim {
   char dir[128];
@@ -100,6 +106,8 @@ static void node_up(struct sim *s, int i) {
       .fence_after_ms = 1000,
       .restart_grace_ms = 300,
       .self_exe = NULL, /* no fence guard in-process */
+      .ready = node_ready_cb,
+      .ready_data = n,
   };
   assert_int_equal(nc_cluster_start(&cc, &n->cl), 0);
 }
@@ -327,6 +335,59 @@ static void test_anti_affinity_cordon_and_pin(void **state) {
   EXPECT_I64(err.status, 404);
 }
 
+static const char *node_state_of(struct sim *s, const char *name) {
+  static char st[32];
+  json_t *nodes = NULL;
+  struct nc_errinfo err = {0};
+  st[0] = '\0';
+  if (nc_cluster_nodes(s->n[0].cl, &nodes, &err) != 0)
+    return st;
+  size_t i;
+  json_t *n;
+  json_array_foreach(nodes, i, n) if (strcmp(json_string_value(json_object_get(n, "name")),
+                                             name) == 0)
+      snprintf(st, sizeof st, "%s", json_string_value(json_object_get(n, "state")));
+  json_decref(nodes);
+  return st;
+}
+
+static void wait_state(struct sim *s, const char *node, const char *want) {
+  int64_t until = real_ms() + WAIT_MS;
+  while (strcmp(node_state_of(s, node), want) != 0) {
+    if (real_ms() > until)
+      fail_msg("node %s is %s, not %s, after %d ms", node, node_state_of(s, node), want,
+               WAIT_MS);
+    usleep(50 * 1000);
+  }
+}
+
+/* A node whose daemon is not ready stays alive (its VMs stay) but takes
+ * no new VMs; ready again, it does. */
+static void test_not_ready(void **state) {
+  struct sim *s = *state;
+  wait_formed(s);
+  atomic_store(&s->n[2].not_ready, true);
+  wait_state(s, "n3", "not-ready");
+  json_t *req = json_loads("{\"name\":\"nr-1\",\"image\":\"img\"}", 0, NULL);
+  json_t *out = NULL;
+  struct nc_errinfo err = {0};
+  EXPECT_RC(nc_cluster_explain(s->n[0].cl, req, &out, &err), 0);
+  json_t *h;
+  size_t i;
+  bool saw = false;
+  json_array_foreach(json_object_get(out, "hosts"), i, h) {
+    if (strcmp(json_string_value(json_object_get(h, "host")), "n3") == 0) {
+      EXPECT_STR(json_string_value(json_object_get(h, "filter")), "state");
+      saw = true;
+    }
+  }
+  EXPECT_TRUE(saw);
+  json_decref(out);
+  json_decref(req);
+  atomic_store(&s->n[2].not_ready, false);
+  wait_state(s, "n3", "ready");
+}
+
 static void test_ha_restart_elsewhere(void **state) {
   struct sim *s = *state;
   wait_formed(s);
@@ -391,6 +452,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_place_create_and_conflict, setup, teardown),
       cmocka_unit_test_setup_teardown(test_anti_affinity_cordon_and_pin, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_not_ready, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ha_restart_elsewhere, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
