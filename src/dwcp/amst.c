@@ -329,6 +329,8 @@ struct nc_amst {
   pthread_mutex_t mu;
   pthread_cond_t cv_tx, cv_space, cv_app, cv_rwin;
   struct nc_amst_config cfg;
+  size_t send_window_max; /* cfg.send_window_bytes as configured; the
+                             window can shrink below it and grow back */
   int n;
   char tls_desc[64]; /* "TLSv1.3 <cipher>", "" for plain TCP */
   struct conn c[NC_AMST_STREAMS_MAX];
@@ -1447,6 +1449,22 @@ int nc_amst_flush(struct nc_amst *a, int timeout_ms) {
   }
   pthread_mutex_unlock(&a->mu);
   return rc;
+}
+
+size_t nc_amst_set_send_window(struct nc_amst *a, size_t bytes) {
+  if (!a)
+    return 0;
+  pthread_mutex_lock(&a->mu);
+  size_t max = a->send_window_max ? a->send_window_max : a->cfg.send_window_bytes;
+  if (bytes < NC_AMST_SEND_WINDOW_MIN)
+    bytes = NC_AMST_SEND_WINDOW_MIN;
+  if (bytes > max)
+    bytes = max;
+  a->send_window_max = max;
+  a->cfg.send_window_bytes = bytes;
+  pthread_cond_broadcast(&a->cv_space);
+  pthread_mutex_unlock(&a->mu);
+  return bytes;
 }
 
 void nc_amst_stats(struct nc_amst *a, struct nc_amst_stats *out) {

@@ -77,6 +77,7 @@
 #include <stdint.h>
 
 #define NC_AMST_PAYLOAD_MAX (1024 * 1024)
+#define NC_AMST_SEND_WINDOW_MIN (64 * 1024)
 #define NC_AMST_STREAMS_MAX 16
 #define NC_AMST_HEADER_LEN 16
 #define NC_AMST_MAGIC 0x4457
@@ -173,6 +174,14 @@ int nc_amst_recv(struct nc_amst *a, int timeout_ms, uint8_t *type, void **payloa
  * to its application). 0, -ETIMEDOUT, or the session's error. */
 int nc_amst_flush(struct nc_amst *a, int timeout_ms);
 void nc_amst_stats(struct nc_amst *a, struct nc_amst_stats *out);
+/* Changes the send window for the messages sent from now on, between
+ * NC_AMST_SEND_WINDOW_MIN and the configured send_window_bytes (values
+ * outside are clamped); returns the window in effect. Bytes already
+ * admitted stay admitted: a smaller window only makes later sends wait
+ * longer. The peer's acknowledgement cadence (from the configured window
+ * in HELLO) does not change. Lets a caller bound how much is in flight
+ * when the link turns out slower than the window was sized for. */
+size_t nc_amst_set_send_window(struct nc_amst *a, size_t bytes);
 /* Fails the session at once: blocked and later calls return -ECANCELED
  * and the peer sees its connections drop. Still call nc_amst_close. */
 void nc_amst_abort(struct nc_amst *a);

@@ -91,6 +91,19 @@ int nc_pcache_put_pinned(struct nc_pcache *c, uint64_t session, const struct nc_
  * fails the check is dropped and reported as -ENOENT (never wrong data).
  * On failure page is left unchanged. */
 int nc_pcache_get(struct nc_pcache *c, const struct nc_hash128 *h, uint8_t page[NC_HDE_PAGE]);
+/* Write-behind: new pages are kept in a batch of up to 64 consecutive
+ * slots and written with one pwrite (about a third of the kernel's cost
+ * of one write per page), when the batch is full, when a page goes to a
+ * slot that does not follow it, before a get of one of its pages, on
+ * nc_pcache_flush and on close. A put then reports only errors it can see
+ * at once; a batch whose write fails has its entries dropped (a pinned one
+ * stays pinned but is gone from the index, so a get of it is -ENOENT,
+ * never wrong data). Off by default. 0, or -ENOMEM (the cache then
+ * stays as it was). */
+int nc_pcache_set_write_behind(struct nc_pcache *c, bool on);
+/* Writes a pending write-behind batch now; 0 or the write's error (its
+ * entries are then dropped, as above). Accepts NULL. */
+int nc_pcache_flush(struct nc_pcache *c);
 uint64_t nc_pcache_count(struct nc_pcache *c); /* entries held */
 uint64_t nc_pcache_slots(struct nc_pcache *c); /* capacity in pages */
 /* The directory the cache lives in (as given to nc_pcache_open; owned by

@@ -56,6 +56,7 @@
 #define PC_SLOT_BYTES (PC_HASH_BYTES + NC_HDE_PAGE)
 #define PC_MAX_SLOTS (UINT32_C(1) << 30) /* 4 TiB of pages */
 #define PC_SCAN_SLOTS 64u                /* slots read per pread at open */
+#define PC_WB_SLOTS 64u /* write-behind batch: 257 KiB, one pwrite */
 
 static const char pc_magic[8] = {'N', 'C', 'P', 'C', 'A', 'C', 'H', 'E'};
 
@@ -89,6 +90,11 @@ struct nc_pcache {
   struct pc_session *sess;
   size_t nsess, sess_cap;
   uint8_t io[PC_SLOT_BYTES];
+  /* Write-behind (nc_pcache_set_write_behind): slots [wfirst, wfirst+wn)
+   * are valid and indexed but their bytes are still here, in slot layout,
+   * until one pwrite puts them all in the file. */
+  uint8_t *wbuf; /* PC_WB_SLOTS slots, or NULL when writing through */
+  uint32_t wfirst, wn;
 };
 
 /* ---- helpers --------------------------------------------------------- */
@@ -282,11 +288,53 @@ static int slot_write(struct nc_pcache *c, uint32_t i, const struct nc_hash128 *
   return 0;
 }
 
-/* Stores h in a new slot; on failure the slot goes back to the free list. */
+/* Writes the write-behind batch out. On failure its slots are dropped
+ * (a pinned one stays pinned but invalid, as after a failed read check),
+ * so nothing whose bytes did not reach the file is ever listed or read. */
+static int wb_flush(struct nc_pcache *c) {
+  if (c->wn == 0)
+    return 0;
+  size_t len = (size_t)c->wn * PC_SLOT_BYTES;
+  ssize_t n;
+  do {
+    n = pwrite(c->fd, c->wbuf, len, slot_off(c->wfirst));
+  } while (n < 0 && errno == EINTR);
+  int rc = n < 0 ? -errno : (size_t)n != len ? -EIO : 0;
+  if (rc < 0) {
+    for (uint32_t k = 0; k < c->wn; k++) {
+      uint32_t i = c->wfirst + k;
+      const uint8_t *b = c->wbuf + (size_t)k * PC_SLOT_BYTES;
+      struct nc_hash128 h;
+      canon_to_hash(b, &h);
+      /* Still this batch's entry (not evicted and reused meanwhile)? */
+      if (c->slots[i].valid && hash_eq(&c->slots[i].h, &h))
+        slot_drop(c, i);
+    }
+  }
+  c->wn = 0;
+  return rc;
+}
+
+/* Stores h in a new slot; on failure the slot goes back to the free list.
+ * With write-behind the page joins the batch when its slot follows the
+ * batch's last one (an empty cache fills in slot order, and CLOCK sweeps
+ * in order too), else the batch is written first. */
 static int slot_store(struct nc_pcache *c, const struct nc_hash128 *h, const uint8_t *page,
                       uint32_t *out) {
   uint32_t i = victim(c);
-  int rc = slot_write(c, i, h, page);
+  int rc = 0;
+  if (c->wbuf) {
+    if (c->wn > 0 && (i != c->wfirst + c->wn || c->wn == PC_WB_SLOTS))
+      wb_flush(c); /* a failure dropped only that batch's entries */
+    if (c->wn == 0)
+      c->wfirst = i;
+    uint8_t *b = c->wbuf + (size_t)c->wn * PC_SLOT_BYTES;
+    hash_to_canon(h, b);
+    memcpy(b + PC_HASH_BYTES, page, NC_HDE_PAGE);
+    c->wn++;
+  } else {
+    rc = slot_write(c, i, h, page);
+  }
   if (rc < 0) {
     c->free_stack[c->nfree++] = i;
     return rc;
@@ -487,6 +535,8 @@ fail:
 void nc_pcache_close(struct nc_pcache *c) {
   if (!c)
     return;
+  wb_flush(c);
+  free(c->wbuf);
   for (size_t i = 0; i < c->nsess; i++)
     free(c->sess[i].bits);
   free(c->sess);
@@ -565,6 +615,8 @@ int nc_pcache_get(struct nc_pcache *c, const struct nc_hash128 *h, uint8_t page[
   if (pos < 0)
     goto out;
   uint32_t i = c->index[pos] - 1;
+  if (c->wn > 0 && i >= c->wfirst && i - c->wfirst < c->wn && wb_flush(c) < 0)
+    goto out; /* the flush dropped it: -ENOENT */
   ssize_t got = pread_full(c->fd, c->io, PC_SLOT_BYTES, slot_off(i));
   if (got < 0) {
     rc = (int)got; /* an I/O error: keep the entry, it may read next time */
@@ -587,6 +639,32 @@ int nc_pcache_get(struct nc_pcache *c, const struct nc_hash128 *h, uint8_t page[
   c->slots[i].ref = 1;
   rc = 0;
 out:
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int nc_pcache_set_write_behind(struct nc_pcache *c, bool on) {
+  if (!c)
+    return -EINVAL;
+  pthread_mutex_lock(&c->mu);
+  int rc = 0;
+  if (on && !c->wbuf) {
+    c->wbuf = malloc((size_t)PC_WB_SLOTS * PC_SLOT_BYTES);
+    rc = c->wbuf ? 0 : -ENOMEM;
+  } else if (!on && c->wbuf) {
+    rc = wb_flush(c);
+    free(c->wbuf);
+    c->wbuf = NULL;
+  }
+  pthread_mutex_unlock(&c->mu);
+  return rc;
+}
+
+int nc_pcache_flush(struct nc_pcache *c) {
+  if (!c)
+    return 0;
+  pthread_mutex_lock(&c->mu);
+  int rc = wb_flush(c);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

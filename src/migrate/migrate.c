@@ -76,6 +76,7 @@ enum {
 #define BATCH_MAX (256 * 1024)
 #define OPAQUE_CHUNK (64 * 1024)
 #define READ_CHUNK (256 * 1024)
+#define OUT_MAX (256 * 1024) /* rebuilt stream written to QEMU per syscall */
 #define PROBE_BYTES (1024 * 1024)
 #define SUMMARY_CHUNK (512 * 1024)
 #define SUMMARY_MAX (64u << 20) /* 4M cached pages: a 16 GiB page cache */
@@ -86,6 +87,10 @@ enum {
 #define COMMIT_TIMEOUT_MS 60000
 #define DEFAULT_DELTA_CACHE (64ULL << 20)
 #define DEFAULT_MAX_DOWNTIME_MS 300
+/* The hand-over after QEMU's stream ends: the grant was sent with the
+ * stream, so what is left is the destination's own work (QEMU loading the
+ * device state, the ownership record, cont), measured at 5-20 ms. */
+#define HANDOVER_MS 20
 #define DEFAULT_CONVERGE_TIMEOUT_S 300
 #define QMP_TIMEOUT_MS 10000
 /* Bytes in flight between the daemons. Compressed, so several times as
@@ -141,6 +146,14 @@ static uint64_t get_be(const uint8_t *p, int n) {
 }
 
 static int64_t now_ms(void) { return nc_mono_ms(nc_clock_system()); }
+
+/* CPU time of the calling thread, for the logs (where the CPU goes). */
+static int64_t thread_cpu_ms(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return 0;
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* QMP on the VM's QEMU, under the VM's hypervisor lock. */
 struct qmp_call {
@@ -371,8 +384,9 @@ static int mirror_state(struct nc_vmm_ext *x, uint64_t *done, uint64_t *total) {
 }
 
 /* Ends the mirror (on a ready job, cancel leaves the target a consistent
- * copy; with force it just stops) and removes the NBD client node. */
-static void mirror_end(struct nc_vmm_ext *x, bool force) {
+ * copy: the job ends only once the target acknowledged every write; with
+ * force it just stops) and, with del, removes the NBD client node. */
+static void mirror_end(struct nc_vmm_ext *x, bool force, bool del) {
   qmp(x, "block-job-cancel", json_pack("{s:s, s:b}", "device", "mig-mirror", "force", force),
       NULL, NULL, 0);
   for (int i = 0; i < 300; i++) {
@@ -382,9 +396,11 @@ static void mirror_end(struct nc_vmm_ext *x, bool force) {
       break;
     if (st == -EIO)
       qmp(x, "job-dismiss", json_pack("{s:s}", "id", "mig-mirror"), NULL, NULL, 0);
-    usleep(20 * 1000);
+    /* On the hand-over the guest is paused: poll tightly at first. */
+    usleep(i < 50 ? 2 * 1000 : 20 * 1000);
   }
-  qmp(x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
+  if (del)
+    qmp(x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
 }
 
 static void thread_done(struct nc_migrate *m) {
@@ -453,6 +469,8 @@ struct src {
   char pump_err[256];
   uint64_t raw_bytes; /* read from QEMU */
   bool pump_done;
+  int64_t eof_ms; /* when QEMU's stream ended */
+  int64_t pump_cpu_ms; /* the pump thread's CPU: read, parse, encode, compress */
   pthread_mutex_t mu;
 };
 
@@ -533,6 +551,7 @@ static void *pump_main(void *arg) {
     if (rc)
       snprintf(s->pump_err, sizeof s->pump_err, "sending the stream: %s", nc_strerror(rc));
   }
+  int64_t eof_ms = now_ms();
   if (rc == 0)
     rc = nc_qs_finish(s->qs);
   if (rc == 0)
@@ -545,6 +564,8 @@ static void *pump_main(void *arg) {
   pthread_mutex_lock(&s->mu);
   s->pump_rc = rc;
   s->pump_done = true;
+  s->eof_ms = eof_ms;
+  s->pump_cpu_ms = thread_cpu_ms();
   pthread_mutex_unlock(&s->mu);
   return NULL;
 }
@@ -689,6 +710,42 @@ static int src_settle_unconfirmed(struct src *s, struct nc_errinfo *err) {
                         "vm \"%s\": the destination %s did not confirm the hand-over and cannot "
                         "be reached; the vm is paused here (see its state reason)",
                         s->name, s->to);
+}
+
+/* QEMU switches over when what it still has to send, at the rate it sees
+ * on its socket, fits in its downtime-limit. Our reads follow the link, so
+ * that rate is honest for the bytes QEMU still holds; what QEMU cannot see
+ * is what DWCP already has in flight (up to one window of encoded bytes,
+ * which must cross the link after the guest stops), the last byte's
+ * one-way trip to the destination (half the smallest round trip TCP
+ * measured on the streams), the end of the disk copy (its last flush is a
+ * round trip to the destination's export, and the grant waits for it) and
+ * the hand-over there. So QEMU gets the budget
+ * minus those, at the wire rate measured so far, and at least a fifth of
+ * it (a guest must still be able to converge on a slow link). Returns the
+ * limit in ms, or 0 while there is nothing to go on yet. */
+static int64_t downtime_budget_ms(int max_downtime_ms, int64_t rtt_ms, bool disk,
+                                  double rate_bytes_per_ms, size_t window_bytes) {
+  if (rate_bytes_per_ms <= 0)
+    return 0;
+  int64_t inflight_ms = (int64_t)((double)window_bytes / rate_bytes_per_ms);
+  int64_t limit = max_downtime_ms - inflight_ms - rtt_ms / 2 - (disk ? rtt_ms : 0) - HANDOVER_MS;
+  int64_t floor_ms = max_downtime_ms / 5 > 10 ? max_downtime_ms / 5 : 10;
+  return limit > floor_ms ? limit : floor_ms;
+}
+
+/* The send window for a link of rate_bytes_per_ms: twice the
+ * bandwidth-delay product, so the link stays busy, or what a quarter of
+ * the downtime budget drains if that is more, since all of it crosses the
+ * link after the guest stops (2 MiB is 170 ms at 100 Mbit/s). 0 while
+ * there is nothing to go on yet. */
+static size_t window_for_link(int max_downtime_ms, int64_t rtt_ms, double rate_bytes_per_ms) {
+  if (rate_bytes_per_ms <= 0)
+    return 0;
+  double bdp2 = 2.0 * rate_bytes_per_ms * (double)(rtt_ms > 1 ? rtt_ms : 1);
+  double drain = rate_bytes_per_ms * (double)max_downtime_ms / 4.0;
+  double w = bdp2 > drain ? bdp2 : drain;
+  return w >= (double)WINDOW_BYTES ? WINDOW_BYTES : (size_t)w;
 }
 
 static int src_run(struct src *s, struct nc_errinfo *err) {
@@ -1007,6 +1064,12 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   const char *final = NULL;
   char qstatus[32] = "";
   int64_t deadline = now_ms() + (int64_t)s->converge_timeout_s * 1000;
+  int64_t tpump = now_ms();
+  nc_amst_stats(s->a, &cs); /* from here, not counting the summary and probe */
+  uint64_t wire0 = cs.bytes_sent;
+  int64_t limit_set = s->max_downtime_ms, qemu_downtime_ms = -1;
+  size_t window = WINDOW_BYTES;
+  double link_rate = 0; /* bytes per ms */
   for (;;) {
     json_t *info = NULL;
     if (qmp(s->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
@@ -1014,8 +1077,43 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
       snprintf(qstatus, sizeof qstatus, "%s", st ? st : "");
       if (strcmp(qstatus, "active") == 0 || strcmp(qstatus, "device") == 0)
         src_progress(s, info, t0);
+      if (strcmp(qstatus, "completed") == 0)
+        qemu_downtime_ms = json_integer_value(json_object_get(info, "downtime"));
     }
     json_decref(info);
+    if (strcmp(qstatus, "active") == 0) {
+      struct nc_amst_stats ws;
+      nc_amst_stats(s->a, &ws);
+      int64_t rtt_now_ms = rtt_ms;
+      for (int i = 0; i < ws.streams && i < NC_AMST_STREAMS_MAX; i++)
+        if (ws.s[i].rtt_us > 0 && ws.s[i].rtt_us / 1000 < rtt_now_ms)
+          rtt_now_ms = ws.s[i].rtt_us / 1000;
+      /* The link's rate: the best average since the stream started (at
+       * least 0.5 s and one window in). Later passes carry only what the
+       * guest dirties, which can be far below the link, so a falling
+       * average says nothing about the link, and a window sized from it
+       * would throttle the migration. */
+      int64_t el = now_ms() - tpump;
+      uint64_t sent = ws.bytes_sent - wire0;
+      if (el >= 500 && sent >= WINDOW_BYTES && (double)sent / (double)el > link_rate)
+        link_rate = (double)sent / (double)el;
+      size_t w = window_for_link(s->max_downtime_ms, rtt_now_ms, link_rate);
+      if (w > 0 && (w > window + window / 8 || w < window - window / 8))
+        window = nc_amst_set_send_window(s->a, w);
+      int64_t lim = downtime_budget_ms(s->max_downtime_ms, rtt_now_ms, s->nbd_port > 0, link_rate,
+                                       window);
+      if (lim > 0 && (lim > limit_set + 10 || lim < limit_set - 10)) {
+        if (qmp(s->x, "migrate-set-parameters",
+                json_pack("{s:I}", "downtime-limit", (json_int_t)lim), NULL, NULL, 0) == 0) {
+          nc_info("migrate", "vm \"%s\": QEMU's downtime-limit %lld ms (of %d: %.1f MB/s on the "
+                  "wire, %zu KiB in flight, %lld ms round trip)",
+                  s->name, (long long)lim, s->max_downtime_ms,
+                  link_rate / 1000.0, window / 1024,
+                  (long long)rtt_now_ms);
+          limit_set = lim;
+        }
+      }
+    }
     pthread_mutex_lock(&s->mu);
     bool pump_done = s->pump_done;
     int pump_rc = s->pump_rc;
@@ -1037,14 +1135,19 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
       final = "timeout";
       break;
     }
-    /* Ask QEMU again after 200 ms, or as soon as its stream ends: the
-     * hand-over, and so the guest's downtime, waits on this. */
+    /* Ask QEMU again after 200 ms, or as soon as its stream ends, and
+     * every 2 ms after that: the hand-over, and so the guest's downtime,
+     * waits on this. */
     for (int i = 0; i < 20; i++) {
       pthread_mutex_lock(&s->mu);
       bool done_now = s->pump_done;
       pthread_mutex_unlock(&s->mu);
       if (done_now && !pump_done)
         break;
+      if (done_now) {
+        usleep(2 * 1000);
+        break;
+      }
       usleep(10 * 1000);
     }
   }
@@ -1071,43 +1174,73 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     goto rollback;
   }
 
-  /* 5. Hand-over. The guest is paused: finish the disk copy first. */
+  /* 5. Hand-over. The guest is paused: finish the disk copy first.
+   * Then grant the VM at once, right behind the stream, instead of
+   * waiting for the destination to ask (COMMIT_REQ) and answering: that
+   * round trip was guest downtime. From the grant on this node never
+   * resumes the VM by itself, exactly as after answering before: the
+   * destination resumes it once its QEMU has loaded the state and it has
+   * recorded itself as owner, and confirms (RESUMED); an ABORT from it, a
+   * dropped session or a timeout are settled by asking it (it sends ABORT
+   * only on paths where it does not resume). A destination that still
+   * sends COMMIT_REQ first finds the grant already there. */
+  int64_t t_done = now_ms();
+  bool disk_copied = s->mirroring;
   if (s->mirroring) {
-    mirror_end(s->x, false);
+    mirror_end(s->x, false, false); /* the NBD node and relay go after the grant */
     s->mirroring = false;
+  }
+  int64_t t_disk = now_ms();
+  nc_op_progress(op, 0.92, "handing over to the destination");
+  handed_over = true;
+  nc_vmm_ext_set_state(s->x, NC_VM_MIGRATING, "handing over to the destination");
+  rc = nc_amst_send(s->a, MSG_COMMIT_ACK, NULL, 0);
+  int64_t t_grant = now_ms();
+  if (disk_copied) {
+    qmp(s->x, "blockdev-del", json_pack("{s:s}", "node-name", "mig-nbd"), NULL, NULL, 0);
     nc__relay_stop(s->relay);
     s->relay = NULL;
   }
-  nc_op_progress(op, 0.92, "waiting for the destination to load the state");
-  rc = nc_amst_flush(s->a, COMMIT_TIMEOUT_MS);
   payload = NULL;
-  if (rc == 0)
+  type = 0;
+  while (rc == 0) {
     rc = nc_amst_recv(s->a, COMMIT_TIMEOUT_MS, &type, &payload, &plen);
-  if (rc || type != MSG_COMMIT_REQ) {
-    char reason[200] = "";
-    if (rc == 0 && type == MSG_ABORT)
-      snprintf(reason, sizeof reason, "%.*s", (int)(plen < 190 ? plen : 190), (char *)payload);
-    free(payload);
+    if (rc == 0 && type == MSG_COMMIT_REQ) { /* it has loaded the state */
+      free(payload);
+      payload = NULL;
+      continue;
+    }
+    break;
+  }
+  if (rc == 0 && type == MSG_ABORT) {
+    /* The destination sends ABORT only on paths where it then gives up
+     * without resuming (a page that does not check out, its QEMU refusing
+     * the state, the ownership record): the VM is still ours to resume. */
     nc_errinfo_set(err, 500, "migration_failed", NULL,
-                   "the destination did not take vm \"%s\" (%s); it was resumed here", s->name,
-                   reason[0] ? reason : rc ? nc_strerror(rc) : "unexpected message");
-    rc = rc ? rc : NC_E_PROTO;
+                   "the destination did not take vm \"%s\" (%.*s); it was resumed here",
+                   s->name, (int)(plen < 190 ? plen : 190), (char *)payload);
+    free(payload);
+    handed_over = false;
+    rc = NC_E_HV;
     nc_amst_abort(s->a);
     goto rollback;
   }
   free(payload);
-  handed_over = true;
-  nc_vmm_ext_set_state(s->x, NC_VM_MIGRATING, "handing over to the destination");
-  rc = nc_amst_send(s->a, MSG_COMMIT_ACK, NULL, 0);
-  if (rc == 0)
-    rc = nc_amst_recv(s->a, COMMIT_TIMEOUT_MS, &type, &payload, &plen);
-  if (rc == 0)
-    free(payload);
+  int64_t t_resumed = now_ms();
   if (rc || type != MSG_RESUMED) {
     rc = src_settle_unconfirmed(s, err);
     if (rc)
       return rc;
   }
+  pthread_mutex_lock(&s->mu);
+  int64_t eof_ms = s->eof_ms;
+  pthread_mutex_unlock(&s->mu);
+  nc_info("migrate", "vm \"%s\": hand-over: QEMU reported %lld ms of downtime up to the end of "
+          "its stream; from there, +%lld ms completed, +%lld ms disk done, +%lld ms granted, "
+          "+%lld ms destination resumed (downtime-limit %lld ms); stream pump CPU %lld ms",
+          s->name, (long long)qemu_downtime_ms, (long long)(t_done - eof_ms),
+          (long long)(t_disk - eof_ms), (long long)(t_grant - eof_ms),
+          (long long)(t_resumed - eof_ms), (long long)limit_set, (long long)s->pump_cpu_ms);
   struct nc_amst_stats as;
   nc_amst_stats(s->a, &as);
   struct nc_hde_stats hs;
@@ -1121,6 +1254,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     if (done && nc_hde_enc_record(s->enc, &r) == 0)
       rec_store(s->m, s->name, r);
     nc_hde_rec_free(r);
+    nc_pcache_flush(s->m->cfg.pcache);
   }
   int64_t total_ms = now_ms() - t0;
   char msg[640];
@@ -1148,7 +1282,7 @@ rollback:
   if (s->mirroring) {
     nc__relay_stop(s->relay); /* first: QEMU must not wait on a dead peer */
     s->relay = NULL;
-    mirror_end(s->x, true);
+    mirror_end(s->x, true, true);
     s->mirroring = false;
   }
   nc__relay_stop(s->relay);
@@ -1320,6 +1454,8 @@ struct dst {
   bool has_prev;                 /* the source has a record of this VM: */
   uint8_t prev_digest[16];       /* its digest */
   uint8_t *plain;                /* a DATA frame, unpacked: BATCH_MAX */
+  uint8_t *out;                  /* the stream rebuilt for QEMU: OUT_MAX */
+  size_t olen;
 };
 
 static int get_pid(struct nc_hv_vm *hv, void *arg) {
@@ -1396,8 +1532,21 @@ static void seed_boot_files(struct dst *d) {
   free(buf);
 }
 
+/* Writes the rebuilt stream gathered so far to the destination QEMU. */
+static int dst_out_flush(struct dst *d, struct nc_errinfo *err) {
+  int rc = d->olen ? nc__write_all(d->qemu_fd, d->out, d->olen) : 0;
+  d->olen = 0;
+  if (rc)
+    return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                          "writing to the destination QEMU: %s", nc_strerror(rc));
+  return 0;
+}
+
+/* Rebuilds one DATA frame's stream into d->out (pages are decoded, and
+ * checked, straight into it) and writes it to QEMU in a few large writes
+ * instead of one per page; all of it is written before returning, so QEMU
+ * never waits on bytes we hold while we wait on the network. */
 static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc_errinfo *err) {
-  uint8_t page[NC_HDE_PAGE];
   size_t i = 0, n = 0;
   int frc = nc_hde_frame_unpack(d->dec, frame, flen, d->plain, BATCH_MAX, &n);
   if (frc)
@@ -1410,26 +1559,34 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
       uint32_t len = (uint32_t)get_be(p + i + 1, 4);
       if (len > n - i - 5)
         break;
-      int rc = nc__write_all(d->qemu_fd, p + i + 5, len);
-      if (rc)
-        return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
-                              "writing to the destination QEMU: %s", nc_strerror(rc));
+      if (d->olen + len > OUT_MAX && dst_out_flush(d, err))
+        return -EIO;
+      if (len > OUT_MAX) { /* cannot happen with OPAQUE_CHUNK records; still safe */
+        int rc = nc__write_all(d->qemu_fd, p + i + 5, len);
+        if (rc)
+          return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                                "writing to the destination QEMU: %s", nc_strerror(rc));
+      } else {
+        memcpy(d->out + d->olen, p + i + 5, len);
+        d->olen += len;
+      }
       i += 5 + len;
     } else if (kind == REC_PAGE && n - i >= 11) {
       uint64_t key = get_be(p + i + 1, 8);
       uint16_t tlen = (uint16_t)get_be(p + i + 9, 2);
       if (tlen > n - i - 11)
         break;
-      int rc = nc_hde_decode(d->dec, key, p + i + 11, tlen, page);
+      if (d->olen + NC_HDE_PAGE > OUT_MAX && dst_out_flush(d, err))
+        return -EIO;
+      /* A page that fails its check is never counted in olen, so it is
+       * never written. */
+      int rc = nc_hde_decode(d->dec, key, p + i + 11, tlen, d->out + d->olen);
       if (rc)
         return nc_errinfo_set(err, 500, "corrupt_page", NULL,
                               "a page could not be rebuilt (%s); stopping before the guest "
                               "sees it",
                               nc_strerror(rc));
-      rc = nc__write_all(d->qemu_fd, page, sizeof page);
-      if (rc)
-        return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
-                              "writing to the destination QEMU: %s", nc_strerror(rc));
+      d->olen += NC_HDE_PAGE;
       i += 11 + tlen;
     } else {
       break;
@@ -1437,7 +1594,7 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
   }
   if (i != n)
     return nc_errinfo_set(err, 502, "peer_protocol", NULL, "malformed DATA message from the source");
-  return 0;
+  return dst_out_flush(d, err) ? -EIO : 0;
 }
 
 static int dst_run(struct dst *d, struct nc_errinfo *err) {
@@ -1546,7 +1703,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     rc = nc_hde_dec_set_prev(d->dec, prev, held, held_len);
   free(held);
   nc_hde_rec_free(prev);
-  if (rc == 0 && !(d->plain = malloc(BATCH_MAX)))
+  if (rc == 0 && (!(d->plain = malloc(BATCH_MAX)) || !(d->out = malloc(OUT_MAX))))
     rc = -ENOMEM;
   if (rc)
     return nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page decoder");
@@ -1560,6 +1717,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
                           nc_strerror(d->qemu_fd));
 
   nc_op_running(op, "receiving");
+  int64_t cpu0 = thread_cpu_ms();
   for (;;) {
     uint8_t type;
     void *p = NULL;
@@ -1591,8 +1749,10 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     }
   }
   shutdown(d->qemu_fd, SHUT_WR);
+  int64_t t_end = now_ms();
+  int64_t rx_cpu_ms = thread_cpu_ms() - cpu0;
 
-  /* QEMU must have loaded everything before we ask to take over. */
+  /* QEMU must have loaded everything before we take over. */
   char qstatus[32] = "";
   for (int i = 0; i < 12000; i++) {
     json_t *info = NULL;
@@ -1613,6 +1773,10 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     nc_amst_send(d->a, MSG_ABORT, err->message, strlen(err->message));
     return NC_E_HV;
   }
+  int64_t t_loaded = now_ms();
+  /* The source grants the VM right behind its stream (COMMIT_ACK), so it
+   * is normally here already; COMMIT_REQ tells it we loaded the state
+   * (and asks an older source, which waits for it before granting). */
   rc = nc_amst_send(d->a, MSG_COMMIT_REQ, NULL, 0);
   uint8_t type = 0;
   void *p = NULL;
@@ -1624,8 +1788,11 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     return nc_errinfo_set(err, 502, "link_failed", NULL,
                           "the source did not confirm the hand-over (%s); not resuming",
                           rc ? nc_strerror(rc) : "unexpected message");
+  int64_t t_grant = now_ms();
   /* We own the VM now: record it, then resume. The source finished the
-   * disk copy before it acknowledged. */
+   * disk copy before it granted. The writable export must be gone before
+   * cont: QEMU refuses to activate the disk for the guest while another
+   * user holds write permission on it. */
   nc__relay_stop(d->relay); /* the source finished the disk copy */
   d->relay = NULL;
   if (d->nbd_port > 0) {
@@ -1636,6 +1803,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
     snprintf(nbd_sock, sizeof nbd_sock, "%s/mig-nbd-in.sock", nc_vmm_ext_run_dir(d->x));
     unlink(nbd_sock);
   }
+
   /* In a cluster the record of who runs the VM moves here first (a
    * compare-and-swap); without it the guest must not resume here, and
    * the source, finding no VM here, resumes its own copy. */
@@ -1658,11 +1826,18 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
   }
   nc_vmm_ext_set_state(d->x, NC_VM_RUNNING, "migrated in");
   nc_amst_send(d->a, MSG_RESUMED, NULL, 0);
+  int64_t t_running = now_ms();
+  nc_info("migrate", "incoming vm \"%s\": hand-over: from the stream's end, +%lld ms QEMU "
+          "loaded, +%lld ms granted, +%lld ms running; receiving thread CPU %lld ms (unpack, "
+          "decode, check, cache, write to QEMU)",
+          nc_vmm_ext_name(d->x), (long long)(t_loaded - t_end), (long long)(t_grant - t_end),
+          (long long)(t_running - t_end), (long long)rx_cpu_ms);
   nc_amst_flush(d->a, 5000);
   struct nc_hde_rec *r = NULL;
   if (d->m->cfg.pcache && nc_hde_dec_record(d->dec, &r) == 0)
     rec_store(d->m, nc_vmm_ext_name(d->x), r); /* for the way back */
   nc_hde_rec_free(r);
+  nc_pcache_flush(d->m->cfg.pcache);
   return 0;
 }
 
@@ -1686,6 +1861,7 @@ static void *dst_main(void *arg) {
   nc_amst_listener_close(d->l);
   nc_hde_dec_free(d->dec);
   free(d->plain);
+  free(d->out);
   if (d->m->cfg.pcache)
     nc_pcache_unpin_all(d->m->cfg.pcache, d->session64);
   struct nc_migrate *m = d->m;
@@ -1855,6 +2031,10 @@ int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out)
   if (!m)
     return -ENOMEM;
   m->cfg = *cfg;
+  /* Pages stored while migrating go to the file in batches (hde.h): a
+   * third of the kernel's cost of one write each. */
+  if (cfg->pcache && nc_pcache_set_write_behind(cfg->pcache, true) != 0)
+    nc_warn("migrate", "page cache: no memory for write-behind; writing each page");
   pthread_mutex_init(&m->mu, NULL);
   pthread_cond_init(&m->cv, NULL);
   if (cfg->metrics) {

@@ -418,6 +418,46 @@ static void test_backpressure(void **state) {
   pair_close(&p);
 }
 
+/* A send window shrunk after the session started bounds what is in flight
+ * from then on, is clamped to [NC_AMST_SEND_WINDOW_MIN, the configured
+ * window], and can grow back. */
+static void test_set_send_window(void **state) {
+  (void)state;
+  const size_t window = 1 * MIB, small = 256 * 1024, msg = 64 * 1024;
+  const size_t frame = NC_AMST_HEADER_LEN + msg;
+  struct nc_amst_config src = cfg_base(2), dst = cfg_base(2);
+  src.send_window_bytes = window;
+  src.sock_buf_bytes = dst.sock_buf_bytes = 64 * 1024;
+  dst.recv_window_bytes = 8 * MIB;
+  struct amst_pair p;
+  pair_open(&p, &src, &dst);
+  assert_int_equal(nc_amst_set_send_window(p.src, 1), NC_AMST_SEND_WINDOW_MIN);
+  assert_int_equal(nc_amst_set_send_window(p.src, 64 * MIB), window);
+  assert_int_equal(nc_amst_set_send_window(p.src, small), small);
+  struct producer pr = {.a = p.src, .msg_len = msg, .n = 64}; /* 4 MiB */
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, producer_main, &pr), 0);
+  uint64_t stalled = wait_stall(&pr, 300, 8000);
+  assert_false(atomic_load(&pr.done));
+  assert_in_range(stalled, small - frame, small + frame);
+  /* Grown back: the producer goes on up to the larger window. */
+  assert_int_equal(nc_amst_set_send_window(p.src, window), window);
+  uint64_t stalled2 = wait_stall(&pr, 300, 8000);
+  assert_in_range(stalled2, window - frame, window + frame);
+  for (int i = 0; i < pr.n; i++) {
+    uint8_t type;
+    void *pl;
+    size_t len;
+    assert_int_equal(nc_amst_recv(p.dst, 5000, &type, &pl, &len), 0);
+    assert_int_equal(len, msg);
+    assert_int_equal(((uint8_t *)pl)[0], (uint8_t)i);
+    free(pl);
+  }
+  pthread_join(t, NULL);
+  assert_int_equal(pr.rc, 0);
+  pair_close(&p);
+}
+
 /* Blocked for io_timeout_ms without an ACK: -ETIMEDOUT, nothing queued,
  * and the session still works afterwards. */
 static void test_send_timeout_keeps_session(void **state) {
@@ -887,6 +927,7 @@ int main(void) {
       cmocka_unit_test(test_ordered_8),
       cmocka_unit_test(test_bidirectional),
       cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_set_send_window),
       cmocka_unit_test(test_send_timeout_keeps_session),
       cmocka_unit_test(test_small_recv_window),
       cmocka_unit_test(test_bad_frames),

@@ -520,6 +520,77 @@ static void test_write_failure(void **state) {
   free(p);
 }
 
+/* Write-behind: pages are readable at once (a get of a pending page writes
+ * the batch first), survive close and reopen, and eviction keeps working
+ * across batch boundaries (more pages than slots, more than one batch). */
+static void test_write_behind(void **state) {
+  struct fx *f = *state;
+  enum { N = 150, SLOTS = 100 };
+  struct nc_hash128 h[N];
+  uint8_t *p = make_pages(21, N, h);
+  assert_int_equal(nc_pcache_open(f->dir, CAP(SLOTS), &f->c), 0);
+  assert_int_equal(nc_pcache_set_write_behind(f->c, true), 0);
+  for (int i = 0; i < 70; i++)
+    assert_int_equal(nc_pcache_put(f->c, &h[i], p + (size_t)i * NC_HDE_PAGE), 0);
+  assert_holds(f->c, &h[69], p + 69 * NC_HDE_PAGE); /* pending until this get */
+  assert_holds(f->c, &h[3], p + 3 * NC_HDE_PAGE);
+  for (int i = 70; i < N; i++) /* evicts the oldest 50 */
+    assert_int_equal(nc_pcache_put(f->c, &h[i], p + (size_t)i * NC_HDE_PAGE), 0);
+  assert_int_equal(nc_pcache_count(f->c), SLOTS);
+  assert_holds(f->c, &h[N - 1], p + (size_t)(N - 1) * NC_HDE_PAGE);
+  nc_pcache_close(f->c); /* writes the last batch */
+  f->c = NULL;
+  assert_int_equal(nc_pcache_open(f->dir, CAP(SLOTS), &f->c), 0);
+  assert_int_equal(nc_pcache_count(f->c), SLOTS);
+  int held = 0;
+  for (int i = 0; i < N; i++) {
+    uint8_t got[NC_HDE_PAGE];
+    if (nc_pcache_get(f->c, &h[i], got) == 0) {
+      assert_memory_equal(got, p + (size_t)i * NC_HDE_PAGE, NC_HDE_PAGE);
+      held++;
+    }
+  }
+  assert_int_equal(held, SLOTS);
+  free(p);
+}
+
+/* A batch whose write fails: its entries are dropped (a get says -ENOENT,
+ * never returns bytes that are not in the file), the pinned one too, and
+ * the cache goes on once the disk has room again. */
+static void test_write_behind_failure(void **state) {
+  struct fx *f = *state;
+  struct nc_hash128 h[6];
+  uint8_t *p = make_pages(22, 6, h);
+  assert_int_equal(nc_pcache_open(f->dir, CAP(8), &f->c), 0);
+  assert_int_equal(nc_pcache_set_write_behind(f->c, true), 0);
+  assert_int_equal(nc_pcache_put(f->c, &h[0], p), 0);
+  assert_int_equal(nc_pcache_flush(f->c), 0);
+  uint64_t g;
+  assert_int_equal(nc_pcache_reserve(f->c, 1, 2, &g), 0);
+  assert_int_equal(g, 2);
+  fsize_limit(HDR + 1 * SLOT + 100); /* slot 0 is in the file; the rest fails */
+  assert_int_equal(nc_pcache_put(f->c, &h[1], p + NC_HDE_PAGE), 0);
+  assert_int_equal(nc_pcache_put_pinned(f->c, 1, &h[2], p + 2 * NC_HDE_PAGE), 0);
+  assert_int_equal(nc_pcache_count(f->c), 3);
+  int rc = nc_pcache_flush(f->c);
+  assert_true(rc == -EIO || rc == -EFBIG);
+  assert_int_equal(nc_pcache_count(f->c), 1);
+  assert_absent(f->c, &h[1]);
+  assert_absent(f->c, &h[2]);
+  assert_holds(f->c, &h[0], p);
+  fsize_restore();
+  for (int i = 1; i < 6; i++) /* 6 free slots: slot 2 stays pinned */
+    assert_int_equal(nc_pcache_put(f->c, &h[i], p + (size_t)i * NC_HDE_PAGE), 0);
+  for (int i = 0; i < 6; i++)
+    assert_holds(f->c, &h[i], p + (size_t)i * NC_HDE_PAGE);
+  nc_pcache_unpin_all(f->c, 1);
+  nc_pcache_close(f->c);
+  f->c = NULL;
+  assert_int_equal(nc_pcache_open(f->dir, CAP(8), &f->c), 0);
+  assert_int_equal(nc_pcache_count(f->c), 6);
+  free(p);
+}
+
 /* A write torn by a crash, then a reopen: the torn slot is gone, the rest
  * is intact. */
 static void test_torn_write_reopen(void **state) {
@@ -635,6 +706,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_empty_summary, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_write_reopen, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_behind_failure, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
