@@ -23,6 +23,7 @@
 
 #include "hv/proc.h"
 #include "util/clock.h"
+#include "util/capbuf.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -214,35 +215,6 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
 static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-struct body {
-  char *p;
-  size_t len, cap;
-  bool toobig;
-};
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
-  struct body *b = ud;
-  size_t n = size * nmemb;
-  if (n > NC_ETCD_MEMBER_BODY_MAX - b->len) {
-    b->toobig = true;
-    return 0;
-  }
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-      return 0;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, ptr, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-  return n;
-}
-
 /* One request: GET when body is NULL, else POST of JSON. On 0, *status is
  * the HTTP status and *out the parsed answer (the caller's; NULL when the
  * answer was not JSON). -ECONNREFUSED when no connection was made (safe to
@@ -259,7 +231,7 @@ static int http_json(const char *url, const char *body, int timeout_ms, long *st
   CURL *c = curl_easy_init();
   if (!c)
     return -ENOMEM;
-  struct body b = {0};
+  struct nc_capbuf b = {.max = NC_ETCD_MEMBER_BODY_MAX};
   struct curl_slist *hdrs = NULL;
   char errbuf[CURL_ERROR_SIZE] = "";
   curl_easy_setopt(c, CURLOPT_URL, url);
@@ -267,7 +239,7 @@ static int http_json(const char *url, const char *body, int timeout_ms, long *st
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nc_capbuf_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   if (body) {

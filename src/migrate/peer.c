@@ -7,30 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/capbuf.h"
 #include "util/err.h"
-
-struct buf {
-  char *p;
-  size_t len;
-  bool toobig;
-};
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
-  struct buf *b = ud;
-  size_t n = size * nmemb;
-  if (b->len + n > NC_PEER_RESPONSE_MAX) {
-    b->toobig = true;
-    return 0; /* aborts the transfer */
-  }
-  char *q = realloc(b->p, b->len + n + 1);
-  if (!q)
-    return 0;
-  memcpy(q + b->len, ptr, n);
-  b->p = q;
-  b->len += n;
-  b->p[b->len] = '\0';
-  return n;
-}
 
 int nc__peer_call(const char *method, const char *base, const char *path, const char *token,
                   json_t *body, int timeout_ms, long *status, json_t **out) {
@@ -54,11 +32,11 @@ int nc__peer_call(const char *method, const char *base, const char *path, const 
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, text ? text : "{}");
   }
-  struct buf b = {0};
+  struct nc_capbuf b = {.max = NC_PEER_RESPONSE_MAX};
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nc_capbuf_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ms < 5000 ? timeout_ms : 5000));

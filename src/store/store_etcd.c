@@ -73,6 +73,7 @@
 #include <time.h>
 
 #include "store/store_backend.h"
+#include "util/capbuf.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -466,35 +467,6 @@ static int map_etcd_error(const char *text, int grpc_code, enum verdict *v) {
   }
 }
 
-struct body {
-  char *p;
-  size_t len, cap, max;
-  bool toobig;
-};
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
-  struct body *b = ud;
-  size_t n = size * nmemb;
-  if (n > b->max - b->len) {
-    b->toobig = true;
-    return 0; /* aborts the transfer */
-  }
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-      cap = cap > b->max / 2 ? b->max + 1 : cap * 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-      return 0;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, ptr, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-  return n;
-}
-
 static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
                      int local_port) {
   *(bool *)ud = true;
@@ -513,7 +485,7 @@ static void setup_handle(struct et_store *s, CURL *c) {
 
 /* Reads the error out of a non-200 answer: {"error": "...", "code": N,
  * "message": "..."}. */
-static int error_answer(struct et_store *s, size_t ep, long status, const struct body *b,
+static int error_answer(struct et_store *s, size_t ep, long status, const struct nc_capbuf *b,
                         enum verdict *v, char *why, size_t why_len) {
   json_t *j = b->p ? json_loadb(b->p, b->len, 0, NULL) : NULL;
   const char *text = json_string_value(json_object_get(j, "message"));
@@ -566,7 +538,7 @@ static int attempt(struct et_store *s, size_t ep, const char *path, const char *
   char url[NC__STORE_ETCD_ENDPOINT_LEN_MAX + 64];
   snprintf(url, sizeof url, "%s%s", s->endpoints[ep], path);
   bool sent = false;
-  struct body b = {.max = (flags & CALL_RANGE) ? RANGE_BODY_MAX : UNARY_BODY_MAX};
+  struct nc_capbuf b = {.max = (flags & CALL_RANGE) ? RANGE_BODY_MAX : UNARY_BODY_MAX};
   int64_t timeout = (flags & CALL_RANGE) ? s->opts.range_timeout_ms : s->opts.request_timeout_ms;
   if (timeout > left_ms)
     timeout = left_ms;
@@ -575,7 +547,7 @@ static int attempt(struct et_store *s, size_t ep, const char *path, const char *
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, req);
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req_len);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, nc_capbuf_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
   curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
   curl_easy_setopt(c, CURLOPT_PREREQDATA, &sent);
