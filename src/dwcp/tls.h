@@ -26,7 +26,15 @@
  * even a wake-up the other thread consumed is retried promptly. Hence:
  * at most one reader thread and one writer thread per connection at a
  * time; nc_tls_read and nc_tls_write* may run concurrently. shutdown(2) on
- * the fd wakes both (EOF / EPIPE), which is how AMST aborts. */
+ * the fd wakes both (EOF / EPIPE), which is how AMST aborts.
+ *
+ * One stall this cannot avoid, inherent to TLS 1.3 over a full duplex
+ * stream: a KeyUpdate that requests one back makes the receiving end's
+ * reader write. If both ends request KeyUpdates while both directions are
+ * full, both readers wait to write and nobody reads, until the io timeout
+ * ends the connection. Our nodes never request KeyUpdates (OpenSSL does
+ * not on its own; nc__tls_key_update is for tests), so only a misbehaving
+ * peer can cause it, and it costs only that peer's migration. */
 #ifndef NC_DWCP_TLS_H
 #define NC_DWCP_TLS_H
 
