@@ -26,6 +26,20 @@ static int add_port(struct nc_cli *cli, json_t *body, const char *flag, const ch
   return 0;
 }
 
+/* Adds the etcd port flags to body, then POSTs it to path (the daemon
+ * starts etcd, so give it time). Returns the exit status; *out on OK. */
+static int post_with_ports(struct nc_cli *cli, const char *path, json_t *body,
+                           const char *cport, const char *pport, int64_t timeout_ms,
+                           json_t **out) {
+  int rc = add_port(cli, body, "etcd-client-port", "etcd_client_port", cport);
+  if (rc == 0)
+    rc = add_port(cli, body, "etcd-peer-port", "etcd_peer_port", pport);
+  if (rc == 0)
+    rc = nc__cli_call_timeout(cli, "POST", path, body, timeout_ms, out);
+  json_decref(body);
+  return rc;
+}
+
 /* Polls GET /v1/cluster until the daemon is back in cluster mode. */
 static int wait_clustered(struct nc_cli *cli) {
   /* While the daemon restarts, "cannot reach" is expected: keep quiet. */
@@ -75,14 +89,9 @@ int nc_cli_cmd_cluster_init(struct nc_cli *cli, int argc, char **argv) {
   if (address == NULL)
     return nc_cli_usage_error(cli, "--address is required: this node's IP that the other "
                                    "nodes reach it on");
-  json_t *body = json_pack("{s:s}", "address", address);
   json_t *out = NULL;
-  rc = add_port(cli, body, "etcd-client-port", "etcd_client_port", cport);
-  if (rc == 0)
-    rc = add_port(cli, body, "etcd-peer-port", "etcd_peer_port", pport);
-  if (rc == 0)
-    rc = nc__cli_call_timeout(cli, "POST", "/v1/cluster/init", body, 120000, &out);
-  json_decref(body);
+  rc = post_with_ports(cli, "/v1/cluster/init", json_pack("{s:s}", "address", address), cport,
+                       pport, 120000, &out);
   if (rc != NC_CLI_EXIT_OK)
     return rc;
   if (cli->output == NC_CLI_OUTPUT_JSON) {
@@ -125,12 +134,7 @@ int nc_cli_cmd_cluster_join(struct nc_cli *cli, int argc, char **argv) {
   json_t *body = json_pack("{s:s, s:s, s:s, s:b}", "address", pos[0], "token", token,
                            "advertise", address, "control_plane", !worker);
   json_t *out = NULL;
-  rc = add_port(cli, body, "etcd-client-port", "etcd_client_port", cport);
-  if (rc == 0)
-    rc = add_port(cli, body, "etcd-peer-port", "etcd_peer_port", pport);
-  if (rc == 0)
-    rc = nc__cli_call_timeout(cli, "POST", "/v1/cluster/join", body, 180000, &out);
-  json_decref(body);
+  rc = post_with_ports(cli, "/v1/cluster/join", body, cport, pport, 180000, &out);
   if (rc != NC_CLI_EXIT_OK)
     return rc;
   if (cli->output == NC_CLI_OUTPUT_JSON)

@@ -309,9 +309,8 @@ static void *lease_main(void *arg) {
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static int copy_str(char *dst, size_t cap, const char *src, const char *what,
-                    struct nc_cluster *c) {
-  (void)c;
+/* Copies src ("" for NULL) into dst[cap]; NC_E_TOOBIG naming what. */
+static int copy_str(char *dst, size_t cap, const char *src, const char *what) {
   if (!src)
     src = "";
   if (strlen(src) >= cap) {
@@ -332,21 +331,23 @@ int nc_cluster_start(const struct nc_cluster_config *cfg, struct nc_cluster **ou
     return -ENOMEM;
   c->cfg = *cfg;
   c->guard_pidfd = -1;
-  int rc = copy_str(c->node, sizeof c->node, cfg->node_name, "node_name", c);
-  if (!rc)
-    rc = copy_str(c->api, sizeof c->api, cfg->api_addr, "the API address", c);
-  if (!rc)
-    rc = copy_str(c->dwcp, sizeof c->dwcp, cfg->dwcp_host, "dwcp_host", c);
-  if (!rc)
-    rc = copy_str(c->data_dir, sizeof c->data_dir, cfg->data_dir, "data_dir", c);
-  if (!rc)
-    rc = copy_str(c->token, sizeof c->token, cfg->token, "the cluster token", c);
-  if (!rc)
-    rc = copy_str(c->zone, sizeof c->zone, cfg->zone, "zone", c);
-  if (!rc)
-    rc = copy_str(c->rack, sizeof c->rack, cfg->rack, "rack", c);
-  if (!rc)
-    rc = copy_str(c->self_exe, sizeof c->self_exe, cfg->self_exe, "the daemon's path", c);
+  const struct {
+    char *dst;
+    size_t cap;
+    const char *src, *what;
+  } strs[] = {
+      {c->node, sizeof c->node, cfg->node_name, "node_name"},
+      {c->api, sizeof c->api, cfg->api_addr, "the API address"},
+      {c->dwcp, sizeof c->dwcp, cfg->dwcp_host, "dwcp_host"},
+      {c->data_dir, sizeof c->data_dir, cfg->data_dir, "data_dir"},
+      {c->token, sizeof c->token, cfg->token, "the cluster token"},
+      {c->zone, sizeof c->zone, cfg->zone, "zone"},
+      {c->rack, sizeof c->rack, cfg->rack, "rack"},
+      {c->self_exe, sizeof c->self_exe, cfg->self_exe, "the daemon's path"},
+  };
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof strs / sizeof *strs; i++)
+    rc = copy_str(strs[i].dst, strs[i].cap, strs[i].src, strs[i].what);
   if (rc) {
     free(c);
     return rc;
