@@ -47,6 +47,18 @@
  *                     record's hash for this key (read from the cache).
  *   A key without a held record entry makes both NC_E_PROTO.
  *
+ * Version 2 also has a kind whose base is any page the destination holds:
+ *     DELTA_BASE (7)  kind | 16-byte hash of the page | 16-byte hash of the
+ *                     base | u8 codec | u16 n | n bytes: the page XOR the
+ *                     base, as DELTA's body.       total 36 + n bytes
+ *                     The encoder sends it only for a base the REF rule
+ *                     allows it to reference (see below); the decoder
+ *                     reads the base from its cache, which checks it
+ *                     against its hash. Bases come from the caller
+ *                     (nc_hde_enc_set_base_fn): a source uses the chunk of
+ *                     the kernel file the guest's loader put at that
+ *                     address (bootmap.h), which the destination seeded.
+ *
  * Frames (v2), the unit a DATA message carries (nc_hde_frame_pack):
  *   u8 codec (0 stored, 1 LZ4 block, 2 zstd frame with its magic) |
  *   u32 plain length (1 .. the receiver's cap) | body
@@ -96,12 +108,14 @@ enum tok_kind {
   TOK_RAW = 3,
   TOK_STORED = 4,
   TOK_PREV = 5,
-  TOK_DELTA_PREV = 6
+  TOK_DELTA_PREV = 6,
+  TOK_DELTA_BASE = 7
 };
 enum tok_codec { TOK_PLAIN = 0, TOK_LZ4 = 1, TOK_ZSTD = 2 };
 
 #define TOK_HDR 17                       /* kind + hash */
 #define TOK_CHDR 20                      /* + codec + u16 n */
+#define TOK_BHDR (TOK_CHDR + 16)         /* DELTA_BASE: + the base's hash */
 #define TOK_BODY_MAX (NC_HDE_PAGE - 1)   /* largest n a decoder accepts */
 #define ENC_BODY_MAX (NC_HDE_PAGE - 4)   /* RAW beats STORED: 20 + n < 4113 */
 #define SUMMARY_VERSION 1
@@ -112,6 +126,7 @@ static const uint8_t zero_page[NC_HDE_PAGE];
 
 _Static_assert(TOK_HDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "STORED token must fit");
 _Static_assert(TOK_CHDR + TOK_BODY_MAX <= NC_HDE_TOKEN_MAX, "compressed token must fit");
+_Static_assert(TOK_BHDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "plain DELTA_BASE token must fit");
 
 void nc_hde_hash(const uint8_t page[NC_HDE_PAGE], struct nc_hash128 *out) {
   XXH128_hash_t x = XXH3_128bits(page, NC_HDE_PAGE);
@@ -490,6 +505,8 @@ struct nc_hde_enc {
   bool frames;       /* plain bodies: the frame compresses them */
   struct kmap prev;  /* key -> held hash of the previous migration's record */
   struct kmap cur;   /* key -> hash of this session's last version */
+  nc_hde_base_fn base_fn; /* DELTA_BASE candidates, or NULL */
+  void *base_arg;
   uint8_t zero_canon[16];
   uint8_t xbuf[NC_HDE_PAGE];
   uint8_t base[NC_HDE_PAGE];
@@ -577,6 +594,13 @@ void nc_hde_enc_free(struct nc_hde_enc *e) {
   free(e);
 }
 
+void nc_hde_enc_set_base_fn(struct nc_hde_enc *e, nc_hde_base_fn fn, void *arg) {
+  if (!e)
+    return;
+  e->base_fn = fn;
+  e->base_arg = arg;
+}
+
 void nc_hde_enc_set_codec(struct nc_hde_enc *e, enum nc_hde_codec codec, int level) {
   if (!e)
     return;
@@ -639,10 +663,12 @@ static size_t encode_plain(struct nc_hde_enc *e, const uint8_t *page, const uint
       out[0] = dkind;
     }
   }
-  out[17] = TOK_PLAIN;
-  put_be16(out + 18, NC_HDE_PAGE);
-  memcpy(out + TOK_CHDR, body, NC_HDE_PAGE);
-  return TOK_CHDR + NC_HDE_PAGE;
+  /* DELTA_BASE has the base's hash (written by the caller) before codec. */
+  size_t h = out[0] == TOK_DELTA_BASE ? TOK_BHDR : TOK_CHDR;
+  out[h - 3] = TOK_PLAIN;
+  put_be16(out + h - 2, NC_HDE_PAGE);
+  memcpy(out + h, body, NC_HDE_PAGE);
+  return h + NC_HDE_PAGE;
 }
 
 int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_PAGE],
@@ -684,11 +710,22 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
       base = e->base;
       dkind = TOK_DELTA_PREV;
     }
+    if (!base && e->base_fn && e->p.dedup && e->base_fn(e->base_arg, key, e->base) == 0) {
+      struct nc_hash128 bh;
+      nc_hde_hash(e->base, &bh);
+      if (hset_has(&e->known, &bh)) { /* the REF rule: it is there */
+        base = e->base;
+        dkind = TOK_DELTA_BASE;
+        hash_canon(&bh, out + TOK_CHDR - 3); /* after the page's hash */
+      }
+    }
     len = encode_plain(e, page, base, dkind, out);
     if (out[0] == TOK_RAW)
       e->st.raw++;
     else if (out[0] == TOK_DELTA)
       e->st.delta++;
+    else if (out[0] == TOK_DELTA_BASE)
+      e->st.delta_base++;
     else
       e->st.delta_prev++;
     goto ledger;
@@ -909,13 +946,16 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
   }
   case TOK_DELTA:
   case TOK_DELTA_PREV:
+  case TOK_DELTA_BASE:
   case TOK_RAW: {
-    if (len < TOK_CHDR)
+    size_t hl = kind == TOK_DELTA_BASE ? TOK_BHDR : TOK_CHDR;
+    if (len < hl)
       goto fail;
-    size_t n = (size_t)tok[18] << 8 | tok[19];
-    if (tok[17] == TOK_PLAIN ? n != NC_HDE_PAGE : n == 0 || n > TOK_BODY_MAX)
+    uint8_t codec = tok[hl - 3];
+    size_t n = (size_t)tok[hl - 2] << 8 | tok[hl - 1];
+    if (codec == TOK_PLAIN ? n != NC_HDE_PAGE : n == 0 || n > TOK_BODY_MAX)
       goto fail;
-    if (len != TOK_CHDR + n)
+    if (len != hl + n)
       goto fail;
     const uint8_t *prev = NULL;
     if (kind == TOK_DELTA && !(prev = mirror_get(&d->m, key)))
@@ -929,10 +969,22 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
         goto fail;
       prev = d->base;
     }
-    if (tok[17] == TOK_PLAIN) {
-      memcpy(page, tok + TOK_CHDR, NC_HDE_PAGE);
+    if (kind == TOK_DELTA_BASE) {
+      struct nc_hash128 bh;
+      hash_uncanon(tok + TOK_CHDR - 3, &bh);
+      if (!d->cache) {
+        rc = -ENOENT;
+        goto fail;
+      }
+      rc = nc_pcache_get(d->cache, &bh, d->base); /* hash-checked base */
+      if (rc < 0)
+        goto fail;
+      prev = d->base;
+    }
+    if (codec == TOK_PLAIN) {
+      memcpy(page, tok + hl, NC_HDE_PAGE);
     } else {
-      rc = decompress_page(d, tok[17], tok + TOK_CHDR, n, page);
+      rc = decompress_page(d, codec, tok + hl, n, page);
       if (rc < 0)
         goto fail;
     }
@@ -973,6 +1025,8 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
     d->st.delta++;
   else if (kind == TOK_DELTA_PREV)
     d->st.delta_prev++;
+  else if (kind == TOK_DELTA_BASE)
+    d->st.delta_base++;
   else if (kind == TOK_RAW)
     d->st.raw++;
   else

@@ -171,9 +171,19 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
  * clamped to what the codec supports. */
 void nc_hde_enc_set_codec(struct nc_hde_enc *e, enum nc_hde_codec codec, int level);
 
+/* Bases for DELTA_BASE (hde.c): fills page with a candidate base for key
+ * and returns 0, or returns nonzero when there is none. The encoder calls
+ * it, with frames on and dedup on, for a page that has no other base in
+ * the session (not sent before, no record entry), and uses the candidate
+ * only when the destination holds it (the REF rule) and the XOR is sparser
+ * than the page. Called on the encoding thread. */
+typedef int (*nc_hde_base_fn)(void *arg, uint64_t key, uint8_t page[NC_HDE_PAGE]);
+void nc_hde_enc_set_base_fn(struct nc_hde_enc *e, nc_hde_base_fn fn, void *arg);
+
 struct nc_hde_stats {
   uint64_t pages, zero, ref, delta, raw, stored;
   uint64_t prev, delta_prev;    /* PREV and DELTA_PREV tokens (v2) */
+  uint64_t delta_base;          /* DELTA_BASE tokens (v2) */
   uint64_t frames, frame_bytes_in, frame_bytes_out; /* encoder: frames packed */
   uint64_t bytes_in, bytes_out; /* page bytes in, token bytes out (encoder);
                                    token bytes in, page bytes out (decoder) */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dwcp/amst.h"
+#include "dwcp/bootmap.h"
 #include "dwcp/hde.h"
 #include "dwcp/qstream.h"
 #include "dwcp/tls.h"
@@ -433,6 +434,45 @@ static int spawn(struct nc_migrate *m, void *(*fn)(void *), void *arg) {
 
 /* ---- source ------------------------------------------------------------- */
 
+static int get_pid(struct nc_hv_vm *hv, void *arg) {
+  if (!hv)
+    return -ESRCH;
+  *(pid_t *)arg = nc_hv_qemu_vm_pid(hv);
+  return 0;
+}
+
+/* Calls fn with each -kernel and -initrd file our QEMU for this VM was
+ * started with (the image registered here under the VM's image name),
+ * read from its command line. */
+static void boot_files(struct nc_vmm_ext *x, void (*fn)(void *arg, bool kernel, const char *path),
+                       void *arg) {
+  pid_t pid = 0;
+  if (nc_vmm_ext_with_hv(x, get_pid, &pid) != 0 || pid <= 0)
+    return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+  FILE *f = fopen(path, "rbe");
+  if (!f)
+    return;
+  static const size_t cap = 64 * 1024;
+  char *buf = malloc(cap + 1);
+  size_t n = buf ? fread(buf, 1, cap, f) : 0;
+  fclose(f);
+  if (!buf)
+    return;
+  buf[n] = '\0';
+  int next = 0; /* 1: -kernel, 2: -initrd */
+  for (size_t i = 0; i < n;) {
+    const char *a = buf + i;
+    size_t l = strlen(a);
+    if (next && a[0] == '/')
+      fn(arg, next == 1, a);
+    next = strcmp(a, "-kernel") == 0 ? 1 : strcmp(a, "-initrd") == 0 ? 2 : 0;
+    i += l + 1;
+  }
+  free(buf);
+}
+
 struct src {
   struct nc_migrate *m;
   struct nc_vmm_ext *x;
@@ -456,6 +496,8 @@ struct src {
   struct nc_amst *a;
   struct nc_hde_enc *enc;
   struct nc_hde_rec *prev; /* our record of this VM's last migration, or NULL */
+  struct nc_bootmap *boot; /* the VM's kernel file, for DELTA_BASE, or NULL */
+  int64_t ram_block;       /* the parser's index of "pc.ram", -1 unknown */
   struct nc_qs_parser *qs;
   uint8_t *batch;
   size_t blen;
@@ -507,6 +549,35 @@ static int sink_opaque(void *data, const uint8_t *bytes, size_t n) {
     n -= k;
   }
   return 0;
+}
+
+/* DELTA_BASE candidates (hde.h): the chunk of the VM's kernel file that
+ * QEMU's loader put at this address (bootmap.h). pc.ram's offset is the
+ * guest-physical address below 4 GiB on x86, where kernels are loaded;
+ * past that split a guess is wrong, which costs bytes, never correctness
+ * (the destination checks every page's hash). */
+static int boot_base(void *arg, uint64_t key, uint8_t page[NC_HDE_PAGE]) {
+  struct src *s = arg;
+  uint32_t block = (uint32_t)(key >> 48);
+  if (s->ram_block < 0) {
+    const char *name = nc_qs_block_name(s->qs, block);
+    if (!name || strcmp(name, "pc.ram") != 0)
+      return -ENOENT;
+    s->ram_block = block;
+  }
+  if (block != s->ram_block)
+    return -ENOENT;
+  return nc_bootmap_page(s->boot, key & ((UINT64_C(1) << 48) - 1), page);
+}
+
+static void boot_cb(void *arg, bool kernel, const char *path) {
+  struct src *s = arg;
+  if (!kernel || s->boot)
+    return;
+  int rc = nc_bootmap_open(path, &s->boot);
+  if (rc)
+    nc_info("migrate", "vm \"%s\": no deltas against its kernel file %s (%s; only ELF kernels "
+            "have a map)", s->name, path, nc_strerror(rc));
 }
 
 static int sink_page(void *data, uint32_t block, uint64_t offset, const uint8_t *page) {
@@ -945,6 +1016,12 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     rc = nc_hde_enc_set_frames(s->enc, true);
   if (rc == 0 && held_len > 0)
     rc = nc_hde_enc_set_prev(s->enc, s->prev, summary + slen, (size_t)held_len);
+  if (rc == 0 && hp.dedup) {
+    s->ram_block = -1;
+    boot_files(s->x, boot_cb, s);
+    if (s->boot)
+      nc_hde_enc_set_base_fn(s->enc, boot_base, s);
+  }
   free(summary);
   if (rc) {
     nc_errinfo_set(err, 500, "internal", NULL, "cannot set up the page encoder: %s",
@@ -1257,18 +1334,19 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
     nc_pcache_flush(s->m->cfg.pcache);
   }
   int64_t total_ms = now_ms() - t0;
-  char msg[640];
+  char msg[768];
   snprintf(msg, sizeof msg,
            "migrated to %s in %.2f s (%s), %s: %.1f MiB on the wire for %.1f MiB of stream; "
            "pages %llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu (against the "
-           "last migration's record: ref %llu, delta %llu)",
+           "last migration's record: ref %llu, delta %llu; against the kernel file: delta %llu)",
            s->to, (double)total_ms / 1000.0, s->mode, as.tls[0] ? as.tls : "no TLS",
            (double)as.bytes_sent / 1048576.0,
            (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
            (unsigned long long)hs.zero, (unsigned long long)(hs.ref + hs.prev),
-           (unsigned long long)(hs.delta + hs.delta_prev), (unsigned long long)hs.raw,
-           (unsigned long long)hs.stored, (unsigned long long)hs.prev,
-           (unsigned long long)hs.delta_prev);
+           (unsigned long long)(hs.delta + hs.delta_prev + hs.delta_base),
+           (unsigned long long)hs.raw, (unsigned long long)hs.stored,
+           (unsigned long long)hs.prev, (unsigned long long)hs.delta_prev,
+           (unsigned long long)hs.delta_base);
   nc_op_set_result(op, msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
   if (s->m->m_total) {
@@ -1323,6 +1401,7 @@ static void *src_main(void *arg) {
     nc_amst_close(s->a);
   }
   nc_hde_enc_free(s->enc);
+  nc_bootmap_free(s->boot);
   nc_hde_rec_free(s->prev);
   nc_qs_parser_free(s->qs);
   free(s->batch);
@@ -1458,12 +1537,6 @@ struct dst {
   size_t olen;
 };
 
-static int get_pid(struct nc_hv_vm *hv, void *arg) {
-  if (!hv)
-    return -ESRCH;
-  *(pid_t *)arg = nc_hv_qemu_vm_pid(hv);
-  return 0;
-}
 
 /* Seeds the page cache with one boot file, once per file version per
  * daemon (nc_hde_seed_file; at most 1/SEED_SHARE of the cache). */
@@ -1499,37 +1572,17 @@ static void seed_one(struct nc_migrate *m, const char *path) {
   pthread_mutex_unlock(&m->mu);
 }
 
+static void seed_cb(void *arg, bool kernel, const char *path) {
+  (void)kernel;
+  seed_one(arg, path);
+}
+
 /* The pages a guest holds of the kernel and initramfs it booted from are
  * in this node's copy of the same image: seed them, so the source can
- * send references for them. The files are the ones our QEMU for this VM
- * was started with (-kernel, -initrd: the image registered here under the
- * VM's image name), read from its command line. */
+ * send references for them, and deltas against them (bootmap.h). */
 static void seed_boot_files(struct dst *d) {
-  pid_t pid = 0;
-  if (!d->m->cfg.pcache || nc_vmm_ext_with_hv(d->x, get_pid, &pid) != 0 || pid <= 0)
-    return;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-  FILE *f = fopen(path, "rbe");
-  if (!f)
-    return;
-  static const size_t cap = 64 * 1024;
-  char *buf = malloc(cap + 1);
-  size_t n = buf ? fread(buf, 1, cap, f) : 0;
-  fclose(f);
-  if (!buf)
-    return;
-  buf[n] = '\0';
-  bool next_is_file = false;
-  for (size_t i = 0; i < n;) {
-    const char *arg = buf + i;
-    size_t l = strlen(arg);
-    if (next_is_file && arg[0] == '/')
-      seed_one(d->m, arg);
-    next_is_file = strcmp(arg, "-kernel") == 0 || strcmp(arg, "-initrd") == 0;
-    i += l + 1;
-  }
-  free(buf);
+  if (d->m->cfg.pcache)
+    boot_files(d->x, seed_cb, d->m);
 }
 
 /* Writes the rebuilt stream gathered so far to the destination QEMU. */

@@ -479,11 +479,111 @@ static void test_seed_initramfs(void **state) {
   tmpdir_remove(dir);
 }
 
+/* DELTA_BASE: a page that differs in a few bytes from a chunk of the boot
+ * file the destination seeded travels as a delta against it; a base the
+ * destination does not hold, or one no closer than nothing, is not used;
+ * a token naming a base the cache lacks, or with a damaged body, fails. */
+struct bases {
+  uint8_t (*pages)[NC_HDE_PAGE];
+  int calls;
+};
+
+static int base_of(void *arg, uint64_t key, uint8_t page[NC_HDE_PAGE]) {
+  struct bases *b = arg;
+  b->calls++;
+  if ((key >> 12) >= NPAGES)
+    return -ENOENT;
+  memcpy(page, b->pages[key >> 12], NC_HDE_PAGE);
+  return 0;
+}
+
+static void test_delta_base(void **state) {
+  (void)state;
+  static uint8_t file[NPAGES][NC_HDE_PAGE], guest[NPAGES][NC_HDE_PAGE];
+  struct rng r = {0x5eedba5e};
+  for (int i = 0; i < NPAGES; i++) {
+    page_random(&r, file[i]);
+    memcpy(guest[i], file[i], NC_HDE_PAGE);
+    for (int k = 0; k < 12; k++) /* the kernel patched a few bytes */
+      guest[i][rnd(&r) % NC_HDE_PAGE] ^= (uint8_t)(rnd(&r) | 1);
+  }
+  page_random(&r, guest[NPAGES - 1]); /* rewritten entirely: no use */
+  char da[64], db[64];
+  assert_int_equal(tmpdir_make(da), 0);
+  assert_int_equal(tmpdir_make(db), 0);
+  struct nc_pcache *a, *b;
+  assert_int_equal(nc_pcache_open(da, CAP(NPAGES * 8), &a), 0);
+  assert_int_equal(nc_pcache_open(db, CAP(NPAGES * 8), &b), 0);
+  /* The destination seeded every chunk but the first. */
+  for (int i = 1; i < NPAGES; i++) {
+    struct nc_hash128 h;
+    nc_hde_hash(file[i], &h);
+    assert_int_equal(nc_pcache_put(b, &h, file[i]), 0);
+  }
+  struct bases bs = {file, 0};
+  struct leg l;
+  int kinds[8] = {0};
+  leg_open(&l, a, b, NULL, NULL, NC_HDE_ZSTD);
+  nc_hde_enc_set_base_fn(l.e, base_of, &bs);
+  leg_send(&l, guest, NPAGES, kinds);
+  assert_int_equal(kinds[7], NPAGES - 2);
+  assert_int_equal(kinds[T_RAW], 2); /* page 0: base not held; the last: not closer */
+  struct nc_hde_stats st;
+  nc_hde_dec_stats(l.d, &st);
+  assert_int_equal(st.delta_base, NPAGES - 2);
+  /* Sent again in the same session: the mirror's version is the base. */
+  int calls = bs.calls;
+  memset(kinds, 0, sizeof kinds);
+  leg_send(&l, guest, NPAGES, kinds);
+  assert_int_equal(kinds[7], 0);
+  assert_int_equal(bs.calls, calls);
+
+  /* Hostile tokens, against a fresh decoder on the same cache. */
+  uint8_t tok[NC_HDE_TOKEN_MAX], got[NC_HDE_PAGE];
+  size_t tl;
+  leg_close(&l, b);
+  leg_open(&l, a, b, NULL, NULL, NC_HDE_ZSTD);
+  nc_hde_enc_set_base_fn(l.e, base_of, &bs);
+  guest[3][7] ^= 0x11; /* not stored by the first session */
+  assert_int_equal(nc_hde_encode(l.e, 3 << 12, guest[3], tok, &tl), 0);
+  assert_int_equal(tok[0], 7);
+  assert_int_equal(tl, 36 + NC_HDE_PAGE);
+  uint8_t bad[NC_HDE_TOKEN_MAX];
+  memcpy(bad, tok, tl);
+  bad[17] ^= 1; /* a base nobody holds */
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, bad, tl, got), -ENOENT);
+  memcpy(bad, tok, tl);
+  bad[36 + 100] ^= 0x40; /* a damaged delta */
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, bad, tl, got), NC_E_INVALID);
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, tl - 1, got), NC_E_PROTO);
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, 35, got), NC_E_PROTO);
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, tl, got), 0);
+  assert_memory_equal(got, guest[3], NC_HDE_PAGE);
+  leg_close(&l, b);
+
+  /* Without dedup nothing may be referenced, bases included. */
+  struct nc_hde_params p = {.codec = NC_HDE_ZSTD, .level = 3, .delta_cache_bytes = 1 << 20};
+  struct nc_hde_enc *e;
+  assert_int_equal(nc_hde_enc_new(&p, NULL, 0, NULL, &e), 0);
+  assert_int_equal(nc_hde_enc_set_frames(e, true), 0);
+  nc_hde_enc_set_base_fn(e, base_of, &bs);
+  calls = bs.calls;
+  assert_int_equal(nc_hde_encode(e, 3 << 12, guest[3], tok, &tl), 0);
+  assert_int_equal(tok[0], T_RAW);
+  assert_int_equal(bs.calls, calls);
+  nc_hde_enc_free(e);
+  nc_pcache_close(a);
+  nc_pcache_close(b);
+  tmpdir_remove(da);
+  tmpdir_remove(db);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_return_with_record), cmocka_unit_test(test_frames_codecs),
       cmocka_unit_test(test_frames_hostile),     cmocka_unit_test(test_prev_hostile),
       cmocka_unit_test(test_record_file),        cmocka_unit_test(test_seed_initramfs),
+      cmocka_unit_test(test_delta_base),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
