@@ -7,7 +7,9 @@
  *      into an exactly page-sized heap buffer (ASan sees any over-write);
  *      the decoder's cache holds four known pages announced in a summary,
  *      so REF tokens can resolve. Any outcome but a crash is fine.
- *   1  round trip: the input scripts page writes, codec switches and
+ *   1  round trip (the encoder may use the known pages as DELTA_BASE
+ *      bases; every checked frame's check must agree): the input
+ *      scripts page writes, codec switches and
  *      copies; every page is encoded and decoded, and the decoded page must
  *      be the original (abort otherwise). This checks that encoder and
  *      decoder agree on mirror caches and on what may be referenced.
@@ -16,7 +18,8 @@
  *   3  cache file: the rest of the input becomes the cache's data file
  *      (after a valid header when the next byte is odd); the cache must
  *      open it and never hand out a page that does not match its hash.
- *   4  frame: the rest is a DATA frame (v2), unpacked into a buffer of a
+ *   4  frame (checked or not; ended, then unpacked a second time): the
+ *      rest is a DATA frame (v2), unpacked into a buffer of a
  *      size the next byte picks, then its records (as in mode 0) decoded
  *      by a decoder that has a previous-migration record.
  *   5  record file: the rest is a record file (nc_hde_rec_load); a record
@@ -149,6 +152,8 @@ static void decode_records(struct nc_hde_dec *d, struct reader *r) {
       seed_page(key & 15, want);
       if (memcmp(want, page, NC_HDE_PAGE) != 0)
         abort();
+    } else if (rc == 0 && tok[0] >= 7 && tok[0] <= 10) {
+      /* a framed kind, no hash of its own: nc_hde_dec_frame_end checks it */
     } else if (rc == 0) { /* whatever it was, it is a page with the hash it named */
       struct nc_hash128 h;
       nc_hde_hash(page, &h);
@@ -195,6 +200,12 @@ static uint64_t xs(uint64_t *s) {
   return *s;
 }
 
+static int base_known(void *arg, uint64_t key, uint8_t page[NC_HDE_PAGE]) {
+  (void)arg;
+  seed_page((int)(key & 3), page);
+  return 0;
+}
+
 static void mode_roundtrip(struct reader *r) {
   int b = next(r);
   if (b < 0)
@@ -212,6 +223,7 @@ static void mode_roundtrip(struct reader *r) {
   if (nc_hde_enc_new(&p, sum, sum_len, NULL, &e) != 0 || nc_hde_dec_new(&p, c, SESSION, &d) != 0)
     abort();
   free(sum);
+  nc_hde_enc_set_base_fn(e, base_known, NULL); /* DELTA_BASE against a known page */
   static uint8_t cur[8][NC_HDE_PAGE];
   memset(cur, 0, sizeof cur);
   uint8_t *tok = malloc(NC_HDE_TOKEN_MAX), *page = malloc(NC_HDE_PAGE);
@@ -267,6 +279,8 @@ static void mode_roundtrip(struct reader *r) {
     }
     if (nc_hde_decode(d, (uint64_t)key, tok, len, page) != 0)
       abort(); /* the encoder produced something its peer cannot decode */
+    if (frames && nc_hde_dec_frame_end(d) != 0)
+      abort(); /* the page came back, so the frame's check must agree */
     if (memcmp(page, pg, NC_HDE_PAGE) != 0)
       abort();
   }
@@ -367,6 +381,9 @@ static void mode_frame(struct reader *r) {
       abort();
     struct reader rr = {plain, n};
     decode_records(d, &rr);
+    (void)nc_hde_dec_frame_end(d); /* any outcome; then a new frame may come */
+    if (nc_hde_frame_unpack(d, in, r->n, plain, cap, &n) != 0)
+      abort(); /* the same frame again: ending the first must allow it */
   } else if (n != 0) {
     abort();
   }

@@ -76,7 +76,8 @@ int nc_bootmap_open(const char *path, struct nc_bootmap **out) {
   if (!path || !out)
     return -EINVAL;
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO put where the kernel should be must not hang us. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return -errno;
   struct nc_bootmap *b = calloc(1, sizeof *b);
@@ -87,7 +88,11 @@ int nc_bootmap_open(const char *path, struct nc_bootmap **out) {
     rc = -ENOMEM;
     goto fail;
   }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(fd, &st) != 0) {
+    rc = -errno;
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
     rc = NC_E_PROTO;
     goto fail;
   }

@@ -47,21 +47,34 @@
  *                     record's hash for this key (read from the cache).
  *   A key without a held record entry makes both NC_E_PROTO.
  *
- * Version 2 also has a kind whose base is any page the destination holds:
- *     DELTA_BASE (7)  kind | 16-byte hash of the page | 16-byte hash of the
- *                     base | u8 codec | u16 n | n bytes: the page XOR the
- *                     base, as DELTA's body.       total 36 + n bytes
- *                     The encoder sends it only for a base the REF rule
- *                     allows it to reference (see below); the decoder
- *                     reads the base from its cache, which checks it
- *                     against its hash. Bases come from the caller
- *                     (nc_hde_enc_set_base_fn): a source uses the chunk of
- *                     the kernel file the guest's loader put at that
- *                     address (bootmap.h), which the destination seeded.
+ * Checked frames (v2, what nc_hde_enc_set_frames turns on): the frame
+ * carries one 128-bit check over all its pages (below), so the pages whose
+ * bytes travel in the frame need no hash of their own. They use these
+ * kinds, with a plain body, and are valid only inside a checked frame:
+ *     RAW_F (8)         kind | 4096 bytes: the page        total 4097
+ *     DELTA_F (9)       kind | 4096 bytes: the page XOR its previous
+ *                       version (DELTA's base)            total 4097
+ *     DELTA_PREV_F (10) kind | 4096 bytes: XOR DELTA_PREV's base
+ *     DELTA_BASE (7)    kind | 16-byte hash of the base | 4096 bytes: the
+ *                       page XOR the base                 total 4113
+ *   DELTA_BASE's base is any page the destination holds: the encoder uses
+ *   one only when the REF rule allows it to reference it (see below), and
+ *   the decoder reads it from its cache, which checks it against its hash.
+ *   Bases come from the caller (nc_hde_enc_set_base_fn): a source offers
+ *   the chunk of the kernel file the guest's loader put at that address
+ *   (bootmap.h), which the destination seeded.
+ *   The check: XXH3-128 over, for every page token of the frame in order,
+ *   u64 BE key | the 16-byte canonical hash of the page (the encoder's hash
+ *   of the page QEMU gave it; the decoder's of the page it rebuilt). The
+ *   decoder compares it in nc_hde_dec_frame_end, so a page rebuilt wrong is
+ *   caught as surely as by its own hash, one frame later at most. Dropping
+ *   the per-page hash saves 16 incompressible bytes a page (0.65 MiB of a
+ *   cold 512 MiB guest, 0.3 MiB of a typical return leg).
  *
  * Frames (v2), the unit a DATA message carries (nc_hde_frame_pack):
- *   u8 codec (0 stored, 1 LZ4 block, 2 zstd frame with its magic) |
- *   u32 plain length (1 .. the receiver's cap) | body
+ *   u8 codec (0 stored, 1 LZ4 block, 2 zstd frame with its magic; plus
+ *   0x80 for a checked frame) | u32 plain length (1 .. the receiver's cap)
+ *   | checked frames only: the 16-byte check (canonical XXH3-128) | body
  *   stored: the body is the plain bytes; lz4/zstd: it decompresses to
  *   exactly the plain length (zstd: one frame, declared content size equal
  *   to it, nothing after it).
@@ -109,13 +122,19 @@ enum tok_kind {
   TOK_STORED = 4,
   TOK_PREV = 5,
   TOK_DELTA_PREV = 6,
-  TOK_DELTA_BASE = 7
+  TOK_DELTA_BASE = 7, /* checked frames only, no hash of the page */
+  TOK_RAW_F = 8,
+  TOK_DELTA_F = 9,
+  TOK_DELTA_PREV_F = 10
 };
 enum tok_codec { TOK_PLAIN = 0, TOK_LZ4 = 1, TOK_ZSTD = 2 };
 
 #define TOK_HDR 17                       /* kind + hash */
 #define TOK_CHDR 20                      /* + codec + u16 n */
-#define TOK_BHDR (TOK_CHDR + 16)         /* DELTA_BASE: + the base's hash */
+#define TOK_FHDR 1                       /* RAW_F, DELTA_F, DELTA_PREV_F */
+#define TOK_BHDR 17                      /* DELTA_BASE: kind + the base's hash */
+#define FRAME_CHECKED 0x80
+#define FRAME_CHECK 16
 #define TOK_BODY_MAX (NC_HDE_PAGE - 1)   /* largest n a decoder accepts */
 #define ENC_BODY_MAX (NC_HDE_PAGE - 4)   /* RAW beats STORED: 20 + n < 4113 */
 #define SUMMARY_VERSION 1
@@ -126,7 +145,7 @@ static const uint8_t zero_page[NC_HDE_PAGE];
 
 _Static_assert(TOK_HDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "STORED token must fit");
 _Static_assert(TOK_CHDR + TOK_BODY_MAX <= NC_HDE_TOKEN_MAX, "compressed token must fit");
-_Static_assert(TOK_BHDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "plain DELTA_BASE token must fit");
+_Static_assert(TOK_BHDR + NC_HDE_PAGE <= NC_HDE_TOKEN_MAX, "DELTA_BASE token must fit");
 
 void nc_hde_hash(const uint8_t page[NC_HDE_PAGE], struct nc_hash128 *out) {
   XXH128_hash_t x = XXH3_128bits(page, NC_HDE_PAGE);
@@ -507,6 +526,7 @@ struct nc_hde_enc {
   struct kmap cur;   /* key -> hash of this session's last version */
   nc_hde_base_fn base_fn; /* DELTA_BASE candidates, or NULL */
   void *base_arg;
+  XXH3_state_t *check; /* checked frames: over this frame's pages so far */
   uint8_t zero_canon[16];
   uint8_t xbuf[NC_HDE_PAGE];
   uint8_t base[NC_HDE_PAGE];
@@ -575,6 +595,11 @@ int nc_hde_enc_new(const struct nc_hde_params *p, const uint8_t *summary, size_t
     rc = NC_E_INVALID;
     goto fail;
   }
+  e->check = XXH3_createState();
+  if (!e->check || XXH3_128bits_reset(e->check) != XXH_OK) {
+    rc = -ENOMEM;
+    goto fail;
+  }
   nc_hde_enc_set_codec(e, p->codec, p->level);
   *out = e;
   return 0;
@@ -591,6 +616,7 @@ void nc_hde_enc_free(struct nc_hde_enc *e) {
   free(e->prev.e);
   free(e->cur.e);
   ZSTD_freeCCtx(e->zc);
+  XXH3_freeState(e->check);
   free(e);
 }
 
@@ -649,13 +675,15 @@ static unsigned nz_words(const uint8_t *p) {
   return n;
 }
 
-/* With frames: DELTA (or DELTA_PREV) against base when the XOR has fewer
- * nonzero words than the page (a cheap stand-in for "compresses smaller"),
- * else RAW; both with plain bodies. Returns the token length. */
+/* With frames: DELTA_F, DELTA_PREV_F or DELTA_BASE against base when the
+ * XOR has fewer nonzero words than the page (a cheap stand-in for
+ * "compresses smaller"), else RAW_F; the body in plain, no hash (the
+ * frame's check covers it). DELTA_BASE's base hash is at out + 1 already.
+ * Returns the token length. */
 static size_t encode_plain(struct nc_hde_enc *e, const uint8_t *page, const uint8_t *base,
                            uint8_t dkind, uint8_t *out) {
   const uint8_t *body = page;
-  out[0] = TOK_RAW;
+  out[0] = TOK_RAW_F;
   if (base) {
     page_xor(e->xbuf, page, base);
     if (nz_words(e->xbuf) < nz_words(page)) {
@@ -663,12 +691,18 @@ static size_t encode_plain(struct nc_hde_enc *e, const uint8_t *page, const uint
       out[0] = dkind;
     }
   }
-  /* DELTA_BASE has the base's hash (written by the caller) before codec. */
-  size_t h = out[0] == TOK_DELTA_BASE ? TOK_BHDR : TOK_CHDR;
-  out[h - 3] = TOK_PLAIN;
-  put_be16(out + h - 2, NC_HDE_PAGE);
+  size_t h = out[0] == TOK_DELTA_BASE ? TOK_BHDR : TOK_FHDR;
   memcpy(out + h, body, NC_HDE_PAGE);
   return h + NC_HDE_PAGE;
+}
+
+/* Checked frames: the page's key and hash join the frame's check. */
+static void check_add(XXH3_state_t *st, uint64_t key, const uint8_t canon[16]) {
+  uint8_t b[24];
+  for (int i = 0; i < 8; i++)
+    b[i] = (uint8_t)(key >> (56 - 8 * i));
+  memcpy(b + 8, canon, 16);
+  (void)XXH3_128bits_update(st, b, sizeof b);
 }
 
 int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_PAGE],
@@ -676,9 +710,11 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
   if (!e || !page || !out || !out_len)
     return -EINVAL;
   size_t len;
+  uint8_t canon[16];
   if (page_is_zero(page)) {
     out[0] = TOK_ZERO;
     memcpy(out + 1, e->zero_canon, 16);
+    memcpy(canon, e->zero_canon, 16);
     len = TOK_HDR;
     mirror_del(&e->m, key);
     cur_note(&e->cur, key, NULL);
@@ -688,6 +724,7 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
 
   struct nc_hash128 h;
   nc_hde_hash(page, &h);
+  hash_canon(&h, canon);
   const struct kent *pv = kmap_get(&e->prev, key);
   if (pv && pv->h.lo == h.lo && pv->h.hi == h.hi) {
     out[0] = TOK_PREV; /* both ends agree on the hash: it need not travel */
@@ -695,7 +732,7 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
     e->st.prev++;
     goto store;
   }
-  hash_canon(&h, out + 1);
+  memcpy(out + 1, canon, 16);
   if (e->p.dedup && hset_has(&e->known, &h)) {
     out[0] = TOK_REF;
     len = TOK_HDR;
@@ -705,10 +742,10 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
 
   if (e->frames && e->p.codec != NC_HDE_NONE) {
     const uint8_t *base = mirror_get(&e->m, key);
-    uint8_t dkind = TOK_DELTA;
+    uint8_t dkind = TOK_DELTA_F;
     if (!base && pv && e->local && nc_pcache_get(e->local, &pv->h, e->base) == 0) {
       base = e->base;
-      dkind = TOK_DELTA_PREV;
+      dkind = TOK_DELTA_PREV_F;
     }
     if (!base && e->base_fn && e->p.dedup && e->base_fn(e->base_arg, key, e->base) == 0) {
       struct nc_hash128 bh;
@@ -716,13 +753,13 @@ int nc_hde_encode(struct nc_hde_enc *e, uint64_t key, const uint8_t page[NC_HDE_
       if (hset_has(&e->known, &bh)) { /* the REF rule: it is there */
         base = e->base;
         dkind = TOK_DELTA_BASE;
-        hash_canon(&bh, out + TOK_CHDR - 3); /* after the page's hash */
+        hash_canon(&bh, out + 1);
       }
     }
     len = encode_plain(e, page, base, dkind, out);
-    if (out[0] == TOK_RAW)
+    if (out[0] == TOK_RAW_F)
       e->st.raw++;
-    else if (out[0] == TOK_DELTA)
+    else if (out[0] == TOK_DELTA_F)
       e->st.delta++;
     else if (out[0] == TOK_DELTA_BASE)
       e->st.delta_base++;
@@ -778,6 +815,8 @@ store:
   if (e->local && nc_pcache_put(e->local, &h, page) < 0)
     e->st.local_put_errors++;
 done:
+  if (e->frames)
+    check_add(e->check, key, canon);
   e->st.pages++;
   e->st.bytes_in += NC_HDE_PAGE;
   e->st.bytes_out += len;
@@ -808,6 +847,9 @@ struct nc_hde_dec {
   struct nc_hde_stats st;
   struct kmap prev; /* as the encoder's */
   struct kmap cur;
+  XXH3_state_t *check; /* the current checked frame's pages so far */
+  bool checking;       /* inside a checked frame: framed kinds allowed */
+  uint8_t want[FRAME_CHECK];
   uint8_t zero_canon[16];
   uint8_t zin[ZSTD_MAGIC_BYTES + TOK_BODY_MAX];
   uint8_t base[NC_HDE_PAGE];
@@ -842,7 +884,8 @@ int nc_hde_dec_new(const struct nc_hde_params *p, struct nc_pcache *cache, uint6
     goto fail;
   }
   d->zfd = ZSTD_createDCtx();
-  if (!d->zfd) {
+  d->check = XXH3_createState();
+  if (!d->zfd || !d->check) {
     rc = -ENOMEM;
     goto fail;
   }
@@ -869,6 +912,7 @@ void nc_hde_dec_free(struct nc_hde_dec *d) {
   free(d->cur.e);
   ZSTD_freeDCtx(d->zd);
   ZSTD_freeDCtx(d->zfd);
+  XXH3_freeState(d->check);
   free(d);
 }
 
@@ -893,24 +937,55 @@ static int decompress_page(struct nc_hde_dec *d, uint8_t codec, const uint8_t *b
   return !ZSTD_isError(r) && r == NC_HDE_PAGE ? 0 : NC_E_PROTO;
 }
 
+/* The base a delta kind is XORed against, into d->base or the mirror's
+ * copy; NULL with *rc set when there is none (the encoder would never send
+ * the token, so NC_E_PROTO, or the cache's error). */
+static const uint8_t *dec_base(struct nc_hde_dec *d, uint8_t kind, uint64_t key,
+                               const uint8_t *tok, int *rc) {
+  *rc = NC_E_PROTO;
+  if (kind == TOK_DELTA || kind == TOK_DELTA_F)
+    return mirror_get(&d->m, key);
+  struct nc_hash128 bh;
+  if (kind == TOK_DELTA_BASE) {
+    hash_uncanon(tok + 1, &bh);
+  } else {
+    const struct kent *pv = kmap_get(&d->prev, key);
+    if (!pv)
+      return NULL;
+    bh = pv->h;
+  }
+  if (!d->cache) {
+    *rc = kind == TOK_DELTA_BASE ? -ENOENT : NC_E_PROTO;
+    return NULL;
+  }
+  *rc = nc_pcache_get(d->cache, &bh, d->base); /* checks the content's hash */
+  return *rc == 0 ? d->base : NULL;
+}
+
 int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t len,
                   uint8_t page[NC_HDE_PAGE]) {
   if (!d || !page)
     return -EINVAL;
   int rc = NC_E_PROTO;
-  if (!tok || len < 1 || (tok[0] != TOK_PREV && len < TOK_HDR))
+  if (!tok || len < 1)
     goto fail;
   uint8_t kind = tok[0];
-  const uint8_t *hc = tok + 1;
+  bool framed = kind == TOK_DELTA_BASE || kind == TOK_RAW_F || kind == TOK_DELTA_F ||
+                kind == TOK_DELTA_PREV_F;
+  if (framed && !d->checking)
+    goto fail; /* no hash of its own: only a checked frame may carry it */
+  if (kind != TOK_PREV && !framed && len < TOK_HDR)
+    goto fail;
   struct nc_hash128 h = {0, 0};
-  if (kind != TOK_PREV)
-    hash_uncanon(hc, &h);
+  if (kind != TOK_PREV && !framed)
+    hash_uncanon(tok + 1, &h);
+  const uint8_t *prev = NULL;
 
   switch (kind) {
   case TOK_ZERO:
     if (len != TOK_HDR)
       goto fail;
-    if (memcmp(hc, d->zero_canon, 16) != 0) {
+    if (memcmp(tok + 1, d->zero_canon, 16) != 0) {
       rc = NC_E_INVALID;
       goto fail;
     }
@@ -944,52 +1019,38 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
     d->st.prev++;
     goto store;
   }
+  case TOK_RAW_F:
+  case TOK_DELTA_F:
+  case TOK_DELTA_PREV_F:
+  case TOK_DELTA_BASE: {
+    size_t hl = kind == TOK_DELTA_BASE ? TOK_BHDR : TOK_FHDR;
+    if (len != hl + NC_HDE_PAGE)
+      goto fail;
+    if (kind != TOK_RAW_F && !(prev = dec_base(d, kind, key, tok, &rc)))
+      goto fail;
+    memcpy(page, tok + hl, NC_HDE_PAGE);
+    break;
+  }
   case TOK_DELTA:
   case TOK_DELTA_PREV:
-  case TOK_DELTA_BASE:
   case TOK_RAW: {
-    size_t hl = kind == TOK_DELTA_BASE ? TOK_BHDR : TOK_CHDR;
-    if (len < hl)
+    if (len < TOK_CHDR)
       goto fail;
-    uint8_t codec = tok[hl - 3];
-    size_t n = (size_t)tok[hl - 2] << 8 | tok[hl - 1];
+    uint8_t codec = tok[17];
+    size_t n = (size_t)tok[18] << 8 | tok[19];
     if (codec == TOK_PLAIN ? n != NC_HDE_PAGE : n == 0 || n > TOK_BODY_MAX)
       goto fail;
-    if (len != hl + n)
+    if (len != TOK_CHDR + n)
       goto fail;
-    const uint8_t *prev = NULL;
-    if (kind == TOK_DELTA && !(prev = mirror_get(&d->m, key)))
-      goto fail; /* no base: the encoder would never send this */
-    if (kind == TOK_DELTA_PREV) {
-      const struct kent *pv = kmap_get(&d->prev, key);
-      if (!pv || !d->cache)
-        goto fail;
-      rc = nc_pcache_get(d->cache, &pv->h, d->base); /* hash-checked base */
-      if (rc < 0)
-        goto fail;
-      prev = d->base;
-    }
-    if (kind == TOK_DELTA_BASE) {
-      struct nc_hash128 bh;
-      hash_uncanon(tok + TOK_CHDR - 3, &bh);
-      if (!d->cache) {
-        rc = -ENOENT;
-        goto fail;
-      }
-      rc = nc_pcache_get(d->cache, &bh, d->base); /* hash-checked base */
-      if (rc < 0)
-        goto fail;
-      prev = d->base;
-    }
+    if (kind != TOK_RAW && !(prev = dec_base(d, kind, key, tok, &rc)))
+      goto fail;
     if (codec == TOK_PLAIN) {
-      memcpy(page, tok + hl, NC_HDE_PAGE);
+      memcpy(page, tok + TOK_CHDR, NC_HDE_PAGE);
     } else {
-      rc = decompress_page(d, codec, tok + hl, n, page);
+      rc = decompress_page(d, codec, tok + TOK_CHDR, n, page);
       if (rc < 0)
         goto fail;
     }
-    if (prev)
-      page_xor(page, page, prev);
     break;
   }
   case TOK_STORED:
@@ -1000,11 +1061,16 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
   default:
     goto fail;
   }
+  if (prev)
+    page_xor(page, page, prev);
 
-  /* DELTA, RAW or STORED: the page must be what the token names. */
+  /* A page with its own hash must be what the token names; a framed one is
+   * checked with its frame (nc_hde_dec_frame_end). */
   struct nc_hash128 actual;
   nc_hde_hash(page, &actual);
-  if (actual.lo != h.lo || actual.hi != h.hi) {
+  if (framed) {
+    h = actual;
+  } else if (actual.lo != h.lo || actual.hi != h.hi) {
     rc = NC_E_INVALID;
     goto fail;
   }
@@ -1021,13 +1087,13 @@ int nc_hde_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t
     d->quota_used++;
     d->st.stored_new++;
   }
-  if (kind == TOK_DELTA)
+  if (kind == TOK_DELTA || kind == TOK_DELTA_F)
     d->st.delta++;
-  else if (kind == TOK_DELTA_PREV)
+  else if (kind == TOK_DELTA_PREV || kind == TOK_DELTA_PREV_F)
     d->st.delta_prev++;
   else if (kind == TOK_DELTA_BASE)
     d->st.delta_base++;
-  else if (kind == TOK_RAW)
+  else if (kind == TOK_RAW || kind == TOK_RAW_F)
     d->st.raw++;
   else
     d->st.stored++;
@@ -1036,6 +1102,11 @@ store:
   mirror_put(&d->m, key, page);
   cur_note(&d->cur, key, &h);
 done:
+  if (d->checking) {
+    uint8_t canon[16];
+    hash_canon(&h, canon);
+    check_add(d->check, key, kind == TOK_ZERO ? d->zero_canon : canon);
+  }
   d->st.pages++;
   d->st.bytes_in += len;
   d->st.bytes_out += NC_HDE_PAGE;
@@ -1062,6 +1133,7 @@ int nc_hde_enc_set_frames(struct nc_hde_enc *e, bool on) {
   if (!e)
     return -EINVAL;
   e->frames = on;
+  (void)XXH3_128bits_reset(e->check); /* a frame's check covers only its pages */
   return 0;
 }
 
@@ -1069,7 +1141,7 @@ size_t nc_hde_frame_bound(size_t plain_len) {
   size_t z = ZSTD_compressBound(plain_len);
   size_t l = plain_len <= LZ4_MAX_INPUT_SIZE ? (size_t)LZ4_compressBound((int)plain_len) : 0;
   size_t m = z > l ? z : l;
-  return NC_HDE_FRAME_HDR + (m > plain_len ? m : plain_len);
+  return NC_HDE_FRAME_HDR + FRAME_CHECK + (m > plain_len ? m : plain_len);
 }
 
 static void frame_hdr(uint8_t *out, uint8_t codec, size_t plain_len) {
@@ -1085,17 +1157,17 @@ int nc_hde_frame_pack(struct nc_hde_enc *e, const uint8_t *plain, size_t len, ui
   if (!e || !plain || !out || !out_len || len == 0 || len > NC_HDE_FRAME_PLAIN_MAX ||
       cap < nc_hde_frame_bound(len))
     return -EINVAL;
-  size_t n = 0;
+  size_t n = 0, hdr = NC_HDE_FRAME_HDR + (e->frames ? FRAME_CHECK : 0);
   uint8_t codec = FRAME_STORED;
   if (e->p.codec == NC_HDE_LZ4) {
-    int r = LZ4_compress_fast((const char *)plain, (char *)out + NC_HDE_FRAME_HDR, (int)len,
-                              (int)(cap - NC_HDE_FRAME_HDR), e->lz4_accel);
+    int r = LZ4_compress_fast((const char *)plain, (char *)out + hdr, (int)len, (int)(cap - hdr),
+                              e->lz4_accel);
     if (r > 0) {
       n = (size_t)r;
       codec = FRAME_LZ4;
     }
   } else if (e->p.codec == NC_HDE_ZSTD) {
-    size_t r = ZSTD_compress2(e->zc, out + NC_HDE_FRAME_HDR, cap - NC_HDE_FRAME_HDR, plain, len);
+    size_t r = ZSTD_compress2(e->zc, out + hdr, cap - hdr, plain, len);
     if (!ZSTD_isError(r)) {
       n = r;
       codec = FRAME_ZSTD;
@@ -1103,11 +1175,20 @@ int nc_hde_frame_pack(struct nc_hde_enc *e, const uint8_t *plain, size_t len, ui
   }
   if (codec == FRAME_STORED || n >= len) { /* the stored fallback */
     codec = FRAME_STORED;
-    memcpy(out + NC_HDE_FRAME_HDR, plain, len);
+    memcpy(out + hdr, plain, len);
     n = len;
   }
+  if (e->frames) { /* the check over the pages encoded since the last frame */
+    struct nc_hash128 c;
+    XXH128_hash_t x = XXH3_128bits_digest(e->check);
+    c.lo = x.low64;
+    c.hi = x.high64;
+    hash_canon(&c, out + NC_HDE_FRAME_HDR);
+    (void)XXH3_128bits_reset(e->check);
+    codec |= FRAME_CHECKED;
+  }
   frame_hdr(out, codec, len);
-  *out_len = NC_HDE_FRAME_HDR + n;
+  *out_len = hdr + n;
   e->st.frames++;
   e->st.frame_bytes_in += len;
   e->st.frame_bytes_out += *out_len;
@@ -1119,16 +1200,20 @@ int nc_hde_frame_unpack(struct nc_hde_dec *d, const uint8_t *in, size_t len, uin
   if (!d || !in || !plain || !out_len)
     return -EINVAL;
   *out_len = 0;
-  if (len < NC_HDE_FRAME_HDR)
+  if (d->checking)
+    return NC_E_INVALID; /* the last checked frame was not ended */
+  bool checked = len > 0 && (in[0] & FRAME_CHECKED);
+  size_t hdr = NC_HDE_FRAME_HDR + (checked ? FRAME_CHECK : 0);
+  if (len < hdr)
     return NC_E_PROTO;
   size_t plen = (size_t)in[1] << 24 | (size_t)in[2] << 16 | (size_t)in[3] << 8 | in[4];
-  const uint8_t *body = in + NC_HDE_FRAME_HDR;
-  size_t n = len - NC_HDE_FRAME_HDR;
+  const uint8_t *body = in + hdr;
+  size_t n = len - hdr;
   if (plen == 0 || plen > NC_HDE_FRAME_PLAIN_MAX)
     return NC_E_PROTO;
   if (plen > cap)
     return NC_E_TOOBIG;
-  switch (in[0]) {
+  switch (in[0] & ~FRAME_CHECKED) {
   case FRAME_STORED:
     if (n != plen)
       return NC_E_PROTO;
@@ -1156,8 +1241,28 @@ int nc_hde_frame_unpack(struct nc_hde_dec *d, const uint8_t *in, size_t len, uin
   default:
     return NC_E_PROTO;
   }
+  if (checked) {
+    memcpy(d->want, in + NC_HDE_FRAME_HDR, FRAME_CHECK);
+    (void)XXH3_128bits_reset(d->check);
+    d->checking = true;
+  }
   *out_len = plen;
   return 0;
+}
+
+int nc_hde_dec_frame_end(struct nc_hde_dec *d) {
+  if (!d)
+    return -EINVAL;
+  if (!d->checking)
+    return 0;
+  d->checking = false;
+  struct nc_hash128 c;
+  XXH128_hash_t x = XXH3_128bits_digest(d->check);
+  c.lo = x.low64;
+  c.hi = x.high64;
+  uint8_t got[FRAME_CHECK];
+  hash_canon(&c, got);
+  return memcmp(got, d->want, FRAME_CHECK) == 0 ? 0 : NC_E_INVALID;
 }
 
 /* ---- the previous migration's record ----------------------------------- */

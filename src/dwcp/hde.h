@@ -27,7 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NC_HDE_VERSION 2
+/* 3: checked frames (hashless page kinds) and DELTA_BASE. Nodes exchange
+ * it before a migration and refuse another version (migrate.c). */
+#define NC_HDE_VERSION 3
 #define NC_HDE_PAGE 4096
 #define NC_HDE_TOKEN_MAX (NC_HDE_PAGE + 64) /* worst case: stored + header */
 
@@ -220,12 +222,13 @@ void nc_hde_dec_stats(const struct nc_hde_dec *d, struct nc_hde_stats *out);
  * and anything else), compressed together with the encoder's current codec
  * (layout in hde.c). Compressing many pages in one unit finds redundancy
  * across pages that per-token compression cannot. With frames on
- * (nc_hde_enc_set_frames), the encoder puts RAW, DELTA and DELTA_PREV
- * bodies in plain (codec 0) and leaves compression to the frame; every
- * token still names its page's 128-bit hash (PREV: the record's), and the
- * decoder still checks every page against it. Off by default, so a v1
- * peer's tokens and the v1 encoder are unchanged. */
-#define NC_HDE_FRAME_HDR 5
+ * (nc_hde_enc_set_frames), the encoder puts the pages whose bytes travel
+ * (RAW, the deltas) in plain and without their hash, and leaves
+ * compression to the frame; every frame then carries one 128-bit check
+ * over the keys and hashes of all its pages, which the decoder compares
+ * (nc_hde_dec_frame_end) against the pages it rebuilt. Off by default, so
+ * a v1 peer's tokens and the v1 encoder are unchanged. */
+#define NC_HDE_FRAME_HDR 5 /* without a checked frame's 16-byte check */
 #define NC_HDE_FRAME_PLAIN_MAX (1u << 20) /* largest plain frame either side accepts */
 #define NC_HDE_FRAME_WLOG 20              /* zstd window the decoder allows */
 int nc_hde_enc_set_frames(struct nc_hde_enc *e, bool on);
@@ -237,9 +240,16 @@ size_t nc_hde_frame_bound(size_t plain_len);
 int nc_hde_frame_pack(struct nc_hde_enc *e, const uint8_t *plain, size_t len, uint8_t *out,
                       size_t cap, size_t *out_len);
 /* Unpacks a frame of len bytes into plain (cap bytes). NC_E_PROTO for a
- * malformed frame, NC_E_TOOBIG when its plain length exceeds cap. */
+ * malformed frame, NC_E_TOOBIG when its plain length exceeds cap,
+ * NC_E_INVALID when the last checked frame was not ended. */
 int nc_hde_frame_unpack(struct nc_hde_dec *d, const uint8_t *in, size_t len, uint8_t *plain,
                         size_t cap, size_t *out_len);
+/* After decoding every page record of a frame: a checked frame's pages
+ * must match its check (hde.c), else NC_E_INVALID and the session cannot
+ * continue (abort the migration: some page of the frame was rebuilt
+ * wrong). 0 for an unchecked frame. Must be called before the next
+ * nc_hde_frame_unpack. */
+int nc_hde_dec_frame_end(struct nc_hde_dec *d);
 
 /* ---- the previous migration's record (v2) -------------------------------
  * For each guest page (key), the hash of the last version one migration of

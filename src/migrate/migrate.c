@@ -840,6 +840,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
                           s->streams, "tls", s->tls);
   if (own_fp[0])
     json_object_set_new(req, "fingerprint", json_string(own_fp));
+  json_object_set_new(req, "hde_version", json_integer(NC_HDE_VERSION));
   if (mc->pcache && (s->prev = rec_load(s->m, s->name)) != NULL) {
     uint8_t dg[16];
     char hex[33];
@@ -1631,8 +1632,11 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
         break;
       if (d->olen + NC_HDE_PAGE > OUT_MAX && dst_out_flush(d, err))
         return -EIO;
-      /* A page that fails its check is never counted in olen, so it is
-       * never written. */
+      /* A page that fails its own check is never counted in olen, so it
+       * is never written. One checked with its frame (hde.h) may reach
+       * QEMU before the frame's check fails; the guest never runs on it:
+       * the check fails the migration, which discards this QEMU, and we
+       * resume only after the last frame. */
       int rc = nc_hde_decode(d->dec, key, p + i + 11, tlen, d->out + d->olen);
       if (rc)
         return nc_errinfo_set(err, 500, "corrupt_page", NULL,
@@ -1647,6 +1651,12 @@ static int dst_apply(struct dst *d, const uint8_t *frame, size_t flen, struct nc
   }
   if (i != n)
     return nc_errinfo_set(err, 502, "peer_protocol", NULL, "malformed DATA message from the source");
+  int crc = nc_hde_dec_frame_end(d->dec);
+  if (crc)
+    return nc_errinfo_set(err, 500, "corrupt_page", NULL,
+                          "the pages of a DATA frame do not match its check (%s); stopping "
+                          "before the guest runs on them",
+                          nc_strerror(crc));
   return dst_out_flush(d, err) ? -EIO : 0;
 }
 
@@ -1929,13 +1939,22 @@ static void *dst_main(void *arg) {
 
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err) {
-  static const char *const allowed[] = {"vm",  "source",      "streams", "tls",
-                                        "fingerprint", "prev_record", NULL};
+  static const char *const allowed[] = {"vm",          "source",      "streams",     "tls",
+                                        "fingerprint", "prev_record", "hde_version", NULL};
   if (!json_is_object(body))
     return nc_errinfo_set(err, 400, "bad_json", NULL, "the request body must be a JSON object");
   int rc = nc_json_check_fields(body, allowed, "incoming migration", err);
   if (rc)
     return rc;
+  /* The page format: nodes of different releases must not get as far as
+   * a half-decoded stream (a missing field is a source from before v3). */
+  json_t *hv = json_object_get(body, "hde_version");
+  if (!json_is_integer(hv) || json_integer_value(hv) != NC_HDE_VERSION)
+    return nc_errinfo_set(err, 409, "incompatible_version", "hde_version",
+                          "the source encodes memory pages in DWCP format v%lld and this node "
+                          "decodes v%d: run the same NovaCron release on both nodes",
+                          json_is_integer(hv) ? (long long)json_integer_value(hv) : 2LL,
+                          NC_HDE_VERSION);
   json_t *vm = json_object_get(body, "vm");
   json_t *st = json_object_get(body, "streams");
   if (!json_is_object(vm))

@@ -534,6 +534,11 @@ def expect_no_qemu(node):
                                                    [(p, nc.cmdline(p)[:1]) for p in pids]))
 
 
+# The DWCP page format this tree's novacrond speaks (NC_HDE_VERSION), for
+# tests that call POST /v1/migrations/incoming themselves.
+with open(os.path.join(nc.SRC, "src", "dwcp", "hde.h")) as _f:
+    HDE_VERSION = int(re.search(r"#define NC_HDE_VERSION (\d+)", _f.read()).group(1))
+
 FINAL_RE = re.compile(r"pages (\d+): zero (\d+), ref (\d+), delta (\d+), raw (\d+)"
                       r"(?:, stored (\d+))?")
 WIRE_RE = re.compile(r"([\d.]+) MiB on the wire for ([\d.]+) MiB of stream")

@@ -184,7 +184,15 @@ class MigrateBadInput(M.MigrationCase):
         # ---- TLS: B refuses plain TCP; a swapped fingerprint is refused ----
         ops_a, ops_b = self.ops(a), self.ops(b)
         r = b.api.post("/v1/migrations/incoming", {"vm": {"name": NAME}, "source": "a",
-                                                   "streams": 1, "tls": False})
+                                                   "streams": 1, "tls": True})
+        nc.log("incoming request without hde_version -> %r" % r)
+        expect_eq("B's answer to a source from before DWCP page format v3",
+                  (409, "incompatible_version", "hde_version"),
+                  (r.status, r.error.get("code"), r.error.get("field")), repr(r))
+        self.unchanged(a, b, vm, ops_a, ops_b, "the request without hde_version")
+        r = b.api.post("/v1/migrations/incoming", {"vm": {"name": NAME}, "source": "a",
+                                                   "streams": 1, "tls": False,
+                                                   "hde_version": M.HDE_VERSION})
         nc.log("incoming request for plain TCP -> %r" % r)
         expect_eq("B's answer to a source asking for plain TCP", (409, "tls_required"),
                   (r.status, r.error.get("code")), repr(r))

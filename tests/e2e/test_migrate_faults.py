@@ -153,7 +153,8 @@ class MigrateFaults(M.MigrationCase):
             fp = a.api.expect(200, "GET", "/v1/node").json["dwcp"]["fingerprint"]
             r = b.api.post("/v1/migrations/incoming", {"vm": spec, "source": "gone",
                                                        "streams": 2, "tls": True,
-                                                       "fingerprint": fp})
+                                                       "fingerprint": fp,
+                                                       "hde_version": M.HDE_VERSION})
             if r.status != 201 or not r.json.get("session") or not r.json.get("port"):
                 fail("POST /v1/migrations/incoming: expected 201 with a session and a port, "
                      "got %r" % r)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 #include <zlib.h>
 
 #include "hde_test.h"
@@ -19,6 +20,11 @@
 #define SESSION 42
 #define T_PREV 5
 #define T_DELTA_PREV 6
+#define T_DELTA_BASE 7 /* checked frames: no hash of the page */
+#define T_RAW_F 8
+#define T_DELTA_F 9
+#define T_DELTA_PREV_F 10
+#define T_KINDS 16
 #define NPAGES 96
 
 /* One leg of a migration: an encoder on `from` and a decoder on `to`,
@@ -68,7 +74,7 @@ static void leg_close(struct leg *l, struct nc_pcache *to) {
 /* Sends pages[0..n) as migrate.c does: records (u64 key | u16 len |
  * token) in frames of at most ~64 KiB, packed and unpacked; every page
  * must come out exactly. Counts token kinds in kinds[]. */
-static void leg_send(struct leg *l, uint8_t (*pages)[NC_HDE_PAGE], int n, int kinds[8]) {
+static void leg_send(struct leg *l, uint8_t (*pages)[NC_HDE_PAGE], int n, int kinds[T_KINDS]) {
   static uint8_t plain[80 * 1024], frame[90 * 1024], back[80 * 1024];
   size_t pl = 0;
   for (int i = 0; i <= n; i++) {
@@ -100,6 +106,7 @@ static void leg_send(struct leg *l, uint8_t (*pages)[NC_HDE_PAGE], int n, int ki
         assert_memory_equal(got, pages[key >> 12], NC_HDE_PAGE);
         o += 10 + tl;
       }
+      assert_int_equal(nc_hde_dec_frame_end(l->d), 0);
       pl = 0;
     }
   }
@@ -136,10 +143,10 @@ static void test_return_with_record(void **state) {
 
   fill(pages, &r);
   struct leg l;
-  int kinds[8] = {0};
+  int kinds[T_KINDS] = {0};
   leg_open(&l, a, b, NULL, NULL, NC_HDE_ZSTD);
   leg_send(&l, pages, NPAGES, kinds);
-  assert_int_equal(kinds[T_PREV] + kinds[T_DELTA_PREV], 0);
+  assert_int_equal(kinds[T_PREV] + kinds[T_DELTA_PREV_F], 0);
   assert_true(kinds[T_REF] >= 1); /* the duplicate */
   struct nc_hde_rec *ra, *rb;
   assert_int_equal(nc_hde_enc_record(l.e, &ra), 0);
@@ -170,8 +177,8 @@ static void test_return_with_record(void **state) {
   leg_open(&l, b, a, rb, ra, NC_HDE_ZSTD);
   assert_int_equal(l.held, NPAGES - NPAGES / 8); /* every entry, duplicates included */
   leg_send(&l, pages, NPAGES, kinds);
-  assert_int_equal(kinds[T_DELTA_PREV], sparse);
-  assert_int_equal(kinds[T_RAW], fresh);
+  assert_int_equal(kinds[T_DELTA_PREV_F], sparse);
+  assert_int_equal(kinds[T_RAW_F], fresh);
   assert_int_equal(kinds[T_PREV], NPAGES - NPAGES / 8 - sparse - fresh);
   struct nc_hde_stats es, ds;
   nc_hde_enc_stats(l.e, &es);
@@ -212,7 +219,7 @@ static void test_frames_codecs(void **state) {
     assert_int_equal(nc_pcache_open(d, CAP(1024), &pc), 0);
     fill(pages, &r);
     struct leg l;
-    int kinds[8] = {0};
+    int kinds[T_KINDS] = {0};
     leg_open(&l, NULL, pc, NULL, NULL, cs[c]);
     leg_send(&l, pages, NPAGES, kinds);
     /* again, each page changed a little: in-session deltas */
@@ -221,7 +228,7 @@ static void test_frames_codecs(void **state) {
         page_sparse_write(&r, pages[i], 2);
     leg_send(&l, pages, NPAGES, kinds);
     if (cs[c] != NC_HDE_NONE)
-      assert_true(kinds[T_DELTA] > NPAGES / 2);
+      assert_true(kinds[T_DELTA_F] > NPAGES / 2);
     struct nc_hde_stats es;
     nc_hde_enc_stats(l.e, &es);
     if (cs[c] != NC_HDE_NONE)
@@ -497,6 +504,39 @@ static int base_of(void *arg, uint64_t key, uint8_t page[NC_HDE_PAGE]) {
   return 0;
 }
 
+/* Decodes one token in a checked frame built by hand (hde.c's layout:
+ * stored, flag 0x80, the check over key and want's hash), then ends the
+ * frame: the decode's error, else the check's. */
+static int framed_decode(struct nc_hde_dec *d, uint64_t key, const uint8_t *tok, size_t tl,
+                         const uint8_t want[NC_HDE_PAGE], uint8_t got[NC_HDE_PAGE]) {
+  static uint8_t frame[5 + 16 + 10 + NC_HDE_TOKEN_MAX], plain[10 + NC_HDE_TOKEN_MAX];
+  uint8_t rec[24];
+  struct nc_hash128 h;
+  nc_hde_hash(want, &h);
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, (XXH128_hash_t){.low64 = h.lo, .high64 = h.hi});
+  for (int i = 0; i < 8; i++)
+    rec[i] = (uint8_t)(key >> (56 - 8 * i));
+  memcpy(rec + 8, c.digest, 16);
+  XXH128_hash_t chk = XXH3_128bits(rec, sizeof rec);
+  XXH128_canonicalFromHash(&c, chk);
+  size_t pl = 10 + tl;
+  frame[0] = 0x80;
+  for (int i = 0; i < 4; i++)
+    frame[1 + i] = (uint8_t)(pl >> (24 - 8 * i));
+  memcpy(frame + 5, c.digest, 16);
+  memcpy(frame + 21, rec, 8);
+  frame[29] = (uint8_t)(tl >> 8);
+  frame[30] = (uint8_t)tl;
+  memcpy(frame + 31, tok, tl);
+  size_t n;
+  assert_int_equal(nc_hde_frame_unpack(d, frame, 21 + pl, plain, sizeof plain, &n), 0);
+  assert_int_equal(n, pl);
+  int rc = nc_hde_decode(d, key, plain + 10, tl, got);
+  int end = nc_hde_dec_frame_end(d);
+  return rc ? rc : end;
+}
+
 static void test_delta_base(void **state) {
   (void)state;
   static uint8_t file[NPAGES][NC_HDE_PAGE], guest[NPAGES][NC_HDE_PAGE];
@@ -522,12 +562,12 @@ static void test_delta_base(void **state) {
   }
   struct bases bs = {file, 0};
   struct leg l;
-  int kinds[8] = {0};
+  int kinds[T_KINDS] = {0};
   leg_open(&l, a, b, NULL, NULL, NC_HDE_ZSTD);
   nc_hde_enc_set_base_fn(l.e, base_of, &bs);
   leg_send(&l, guest, NPAGES, kinds);
-  assert_int_equal(kinds[7], NPAGES - 2);
-  assert_int_equal(kinds[T_RAW], 2); /* page 0: base not held; the last: not closer */
+  assert_int_equal(kinds[T_DELTA_BASE], NPAGES - 2);
+  assert_int_equal(kinds[T_RAW_F], 2); /* page 0: base not held; the last: not closer */
   struct nc_hde_stats st;
   nc_hde_dec_stats(l.d, &st);
   assert_int_equal(st.delta_base, NPAGES - 2);
@@ -535,10 +575,11 @@ static void test_delta_base(void **state) {
   int calls = bs.calls;
   memset(kinds, 0, sizeof kinds);
   leg_send(&l, guest, NPAGES, kinds);
-  assert_int_equal(kinds[7], 0);
+  assert_int_equal(kinds[T_DELTA_BASE], 0);
   assert_int_equal(bs.calls, calls);
 
-  /* Hostile tokens, against a fresh decoder on the same cache. */
+  /* Hostile tokens, against a fresh decoder on the same cache, in frames
+   * built by hand with the check the good page would have. */
   uint8_t tok[NC_HDE_TOKEN_MAX], got[NC_HDE_PAGE];
   size_t tl;
   leg_close(&l, b);
@@ -546,19 +587,25 @@ static void test_delta_base(void **state) {
   nc_hde_enc_set_base_fn(l.e, base_of, &bs);
   guest[3][7] ^= 0x11; /* not stored by the first session */
   assert_int_equal(nc_hde_encode(l.e, 3 << 12, guest[3], tok, &tl), 0);
-  assert_int_equal(tok[0], 7);
-  assert_int_equal(tl, 36 + NC_HDE_PAGE);
+  assert_int_equal(tok[0], T_DELTA_BASE);
+  assert_int_equal(tl, 17 + NC_HDE_PAGE);
   uint8_t bad[NC_HDE_TOKEN_MAX];
+  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, tl, got), NC_E_PROTO); /* unframed */
   memcpy(bad, tok, tl);
-  bad[17] ^= 1; /* a base nobody holds */
-  assert_int_equal(nc_hde_decode(l.d, 3 << 12, bad, tl, got), -ENOENT);
+  bad[1] ^= 1; /* a base nobody holds */
+  assert_int_equal(framed_decode(l.d, 3 << 12, bad, tl, guest[3], got), -ENOENT);
   memcpy(bad, tok, tl);
-  bad[36 + 100] ^= 0x40; /* a damaged delta */
-  assert_int_equal(nc_hde_decode(l.d, 3 << 12, bad, tl, got), NC_E_INVALID);
-  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, tl - 1, got), NC_E_PROTO);
-  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, 35, got), NC_E_PROTO);
-  assert_int_equal(nc_hde_decode(l.d, 3 << 12, tok, tl, got), 0);
+  bad[17 + 100] ^= 0x40; /* a damaged delta: caught by the frame's check */
+  assert_int_equal(framed_decode(l.d, 3 << 12, bad, tl, guest[3], got), NC_E_INVALID);
+  assert_int_equal(framed_decode(l.d, 3 << 12, tok, tl - 1, guest[3], got), NC_E_PROTO);
+  assert_int_equal(framed_decode(l.d, 3 << 12, tok, 16, guest[3], got), NC_E_PROTO);
+  assert_int_equal(framed_decode(l.d, 3 << 12, tok, tl, guest[3], got), 0);
   assert_memory_equal(got, guest[3], NC_HDE_PAGE);
+  /* A RAW_F whose bytes were swapped for another page's. */
+  bad[0] = T_RAW_F;
+  memcpy(bad + 1, guest[9], NC_HDE_PAGE);
+  assert_int_equal(framed_decode(l.d, 9 << 12, bad, 1 + NC_HDE_PAGE, guest[8], got),
+                   NC_E_INVALID);
   leg_close(&l, b);
 
   /* Without dedup nothing may be referenced, bases included. */
@@ -569,7 +616,7 @@ static void test_delta_base(void **state) {
   nc_hde_enc_set_base_fn(e, base_of, &bs);
   calls = bs.calls;
   assert_int_equal(nc_hde_encode(e, 3 << 12, guest[3], tok, &tl), 0);
-  assert_int_equal(tok[0], T_RAW);
+  assert_int_equal(tok[0], T_RAW_F);
   assert_int_equal(bs.calls, calls);
   nc_hde_enc_free(e);
   nc_pcache_close(a);
