@@ -99,6 +99,17 @@ enum {
  * still cross the link while the guest is paused. Small enough to keep
  * that short, large enough for a 100 Mbit/s x 50 ms path (625 KB). */
 #define WINDOW_BYTES (2u << 20)
+/* The window on a long path (a round trip of SLOW_RTT_MS or more) until
+ * the link's rate is known. A compressed stream can be a hundred times
+ * smaller than QEMU's: a 2 MiB window then takes in a whole return leg at
+ * once, QEMU sees no link at all and stops the guest with everything
+ * still to cross it, through TCP connections still in slow start (measured:
+ * 505 ms from the end of QEMU's stream to the guest running, 1.4 MiB).
+ * So the window starts at 256 KiB and, until the rate is measured, is
+ * kept at twice what the destination has acknowledged, as TCP's slow
+ * start does with its congestion window. */
+#define WINDOW_START_SLOW (256u << 10)
+#define SLOW_RTT_MS 20
 
 #define ACTIVE_MAX 64
 #define SEEDED_MAX 16
@@ -1010,6 +1021,9 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   }
   char why[160];
   choose_mode(s, rtt_ms, bw_mbit, &hp, why, sizeof why);
+  size_t window = WINDOW_BYTES;
+  if (rtt_ms >= SLOW_RTT_MS)
+    window = nc_amst_set_send_window(s->a, WINDOW_START_SLOW);
   nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,
           s->streams);
   rc = nc_hde_enc_new(&hp, summary, (size_t)slen, s->m->cfg.pcache, &s->enc);
@@ -1146,7 +1160,6 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   nc_amst_stats(s->a, &cs); /* from here, not counting the summary and probe */
   uint64_t wire0 = cs.bytes_sent;
   int64_t limit_set = s->max_downtime_ms, qemu_downtime_ms = -1;
-  size_t window = WINDOW_BYTES;
   double link_rate = 0; /* bytes per ms */
   for (;;) {
     json_t *info = NULL;
@@ -1167,15 +1180,21 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
         if (ws.s[i].rtt_us > 0 && ws.s[i].rtt_us / 1000 < rtt_now_ms)
           rtt_now_ms = ws.s[i].rtt_us / 1000;
       /* The link's rate: the best average since the stream started (at
-       * least 0.5 s and one window in). Later passes carry only what the
+       * least 0.5 s and 1 MiB in). Later passes carry only what the
        * guest dirties, which can be far below the link, so a falling
        * average says nothing about the link, and a window sized from it
        * would throttle the migration. */
       int64_t el = now_ms() - tpump;
       uint64_t sent = ws.bytes_sent - wire0;
-      if (el >= 500 && sent >= WINDOW_BYTES && (double)sent / (double)el > link_rate)
+      if (el >= 500 && sent >= (1u << 20) && (double)sent / (double)el > link_rate)
         link_rate = (double)sent / (double)el;
       size_t w = window_for_link(s->max_downtime_ms, rtt_now_ms, link_rate);
+      if (w == 0 && rtt_ms >= SLOW_RTT_MS) { /* slow start, see WINDOW_START_SLOW */
+        uint64_t acked = sent > ws.queued_bytes ? sent - ws.queued_bytes : 0;
+        w = acked * 2 > WINDOW_START_SLOW ? (size_t)(acked * 2 < WINDOW_BYTES ? acked * 2
+                                                                              : WINDOW_BYTES)
+                                          : WINDOW_START_SLOW;
+      }
       if (w > 0 && (w > window + window / 8 || w < window - window / 8))
         window = nc_amst_set_send_window(s->a, w);
       int64_t lim = downtime_budget_ms(s->max_downtime_ms, rtt_now_ms, s->nbd_port > 0, link_rate,
