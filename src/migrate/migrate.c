@@ -1180,13 +1180,14 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
         if (ws.s[i].rtt_us > 0 && ws.s[i].rtt_us / 1000 < rtt_now_ms)
           rtt_now_ms = ws.s[i].rtt_us / 1000;
       /* The link's rate: the best average since the stream started (at
-       * least 0.5 s and 1 MiB in). Later passes carry only what the
+       * least 150 ms and 1 MiB in: on a fast path the whole migration can
+       * take 0.7 s, and a limit set after it is no use). Later passes carry only what the
        * guest dirties, which can be far below the link, so a falling
        * average says nothing about the link, and a window sized from it
        * would throttle the migration. */
       int64_t el = now_ms() - tpump;
       uint64_t sent = ws.bytes_sent - wire0;
-      if (el >= 500 && sent >= (1u << 20) && (double)sent / (double)el > link_rate)
+      if (el >= 150 && sent >= (1u << 20) && (double)sent / (double)el > link_rate)
         link_rate = (double)sent / (double)el;
       size_t w = window_for_link(s->max_downtime_ms, rtt_now_ms, link_rate);
       if (w == 0 && rtt_ms >= SLOW_RTT_MS) { /* slow start, see WINDOW_START_SLOW */
