@@ -542,10 +542,12 @@ with open(os.path.join(nc.SRC, "src", "dwcp", "hde.h")) as _f:
 FINAL_RE = re.compile(r"pages (\d+): zero (\d+), ref (\d+), delta (\d+), raw (\d+)"
                       r"(?:, stored (\d+))?")
 WIRE_RE = re.compile(r"([\d.]+) MiB on the wire for ([\d.]+) MiB of stream")
+KERNEL_RE = re.compile(r"against the kernel file: delta (\d+)")
 
 
 def parse_final(message):
-    """{'pages','zero','ref','delta','raw','stored','wire_mib','stream_mib'} from
+    """{'pages','zero','ref','delta','raw','stored','wire_mib','stream_mib',
+    'kernel_delta'} from
     the final message of a successful migration, or {} when it does not
     have that form."""
     out = {}
@@ -556,6 +558,9 @@ def parse_final(message):
     m = WIRE_RE.search(message or "")
     if m:
         out["wire_mib"], out["stream_mib"] = float(m.group(1)), float(m.group(2))
+    m = KERNEL_RE.search(message or "")
+    if m:
+        out["kernel_delta"] = int(m.group(1))
     return out
 
 

@@ -201,6 +201,14 @@ class Migrate(M.MigrationCase):
                      f.get("zero", 0), f.get("ref", 0), f.get("delta", 0), f.get("raw", 0),
                      f.get("stored", 0), 100.0 * f.get("ref", 0) / max(1, f.get("pages", 0))),
                   flush=True)
+        # The guest booted from build/guest/vmlinux (an ELF kernel) and B
+        # has the same image: the kernel's patched code pages must have
+        # gone as deltas against the file (about 2.9k of them).
+        kd = there["final"].get("kernel_delta", -1)
+        if kd < 1000:
+            problems.append("A -> B (there): %d pages went as deltas against the kernel file, "
+                            "expected over 1000 (B seeds its cache from the same vmlinux): %r"
+                            % (kd, there["message"]))
         if problems:
             fail("the migrations worked, but their summaries are wrong:\n  "
                  + "\n  ".join(problems))
