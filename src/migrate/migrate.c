@@ -110,6 +110,14 @@ enum {
  * start does with its congestion window. */
 #define WINDOW_START_SLOW (256u << 10)
 #define SLOW_RTT_MS 20
+/* On a fast path what limits the pipeline is the destination (decode,
+ * then its QEMU loading the stream), and a window of compressed bytes
+ * hides how much stream it holds: 1.5 MiB of lz4 frames was 25 MiB of
+ * stream, which the destination took ~200 ms to load after the guest
+ * stopped, while QEMU's last pass waited on it. So there the window is
+ * also capped at this much stream, converted at the compression ratio
+ * seen so far. */
+#define FAST_STREAM_INFLIGHT (6u << 20)
 
 #define ACTIVE_MAX 64
 #define SEEDED_MAX 16
@@ -1195,6 +1203,17 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
         w = acked * 2 > WINDOW_START_SLOW ? (size_t)(acked * 2 < WINDOW_BYTES ? acked * 2
                                                                               : WINDOW_BYTES)
                                           : WINDOW_START_SLOW;
+      }
+      pthread_mutex_lock(&s->mu);
+      uint64_t raw_now = s->raw_bytes;
+      pthread_mutex_unlock(&s->mu);
+      if (rtt_ms < SLOW_RTT_MS && sent >= (1u << 20) && raw_now > sent) {
+        /* see FAST_STREAM_INFLIGHT */
+        size_t cap = (size_t)((double)FAST_STREAM_INFLIGHT * (double)sent / (double)raw_now);
+        if (cap < NC_AMST_SEND_WINDOW_MIN)
+          cap = NC_AMST_SEND_WINDOW_MIN;
+        if (w == 0 || w > cap)
+          w = cap;
       }
       if (w > 0 && (w > window + window / 8 || w < window - window / 8))
         window = nc_amst_set_send_window(s->a, w);
