@@ -1371,6 +1371,11 @@ int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec_json, const char *kind,
   } else {
     pthread_mutex_lock(&e->hv_mu);
     rc = vmm->cfg.hv->ops->launch(vmm->cfg.hv, &hs, &e->hv);
+    /* As a start does: the record shows the QEMU's pid from now on, not
+     * only after the next monitor pass (an API read right after the
+     * hand-over saw "pid": null on a running VM). */
+    if (rc == 0 && e->hv)
+      e->stats_valid = vmm->cfg.hv->ops->stats(e->hv, &e->stats) == 0;
     pthread_mutex_unlock(&e->hv_mu);
     if (rc)
       nc_errinfo_set(err, 500, "hypervisor_error", NULL,
