@@ -24,6 +24,7 @@
 #include "dwcp/tls.h"
 #include "hv/qemu.h"
 #include "hv/qmp.h"
+#include "migrate/pace.h"
 #include "migrate/peer.h"
 #include "migrate/relay.h"
 #include "migrate/sockio.h"
@@ -88,36 +89,11 @@ enum {
 #define COMMIT_TIMEOUT_MS 60000
 #define DEFAULT_DELTA_CACHE (64ULL << 20)
 #define DEFAULT_MAX_DOWNTIME_MS 300
-/* The hand-over after QEMU's stream ends: the grant was sent with the
- * stream, so what is left is the destination's own work (QEMU loading the
- * device state, the ownership record, cont), measured at 5-20 ms. */
-#define HANDOVER_MS 20
 #define DEFAULT_CONVERGE_TIMEOUT_S 300
 #define QMP_TIMEOUT_MS 10000
-/* Bytes in flight between the daemons. Compressed, so several times as
- * much guest memory: QEMU counts it as sent, and at switch-over it must
- * still cross the link while the guest is paused. Small enough to keep
- * that short, large enough for a 100 Mbit/s x 50 ms path (625 KB). */
-#define WINDOW_BYTES (2u << 20)
-/* The window on a long path (a round trip of SLOW_RTT_MS or more) until
- * the link's rate is known. A compressed stream can be a hundred times
- * smaller than QEMU's: a 2 MiB window then takes in a whole return leg at
- * once, QEMU sees no link at all and stops the guest with everything
- * still to cross it, through TCP connections still in slow start (measured:
- * 505 ms from the end of QEMU's stream to the guest running, 1.4 MiB).
- * So the window starts at 256 KiB and, until the rate is measured, is
- * kept at twice what the destination has acknowledged, as TCP's slow
- * start does with its congestion window. */
-#define WINDOW_START_SLOW (256u << 10)
-#define SLOW_RTT_MS 20
-/* On a fast path what limits the pipeline is the destination (decode,
- * then its QEMU loading the stream), and a window of compressed bytes
- * hides how much stream it holds: 1.5 MiB of lz4 frames was 25 MiB of
- * stream, which the destination took ~200 ms to load after the guest
- * stopped, while QEMU's last pass waited on it. So there the window is
- * also capped at this much stream, converted at the compression ratio
- * seen so far. */
-#define FAST_STREAM_INFLIGHT (6u << 20)
+/* Bytes in flight between the daemons at most (pace.h sizes the window
+ * below that as the link allows). */
+#define WINDOW_BYTES NC__PACE_WINDOW_MAX
 
 #define ACTIVE_MAX 64
 #define SEEDED_MAX 16
@@ -802,42 +778,6 @@ static int src_settle_unconfirmed(struct src *s, struct nc_errinfo *err) {
                         s->name, s->to);
 }
 
-/* QEMU switches over when what it still has to send, at the rate it sees
- * on its socket, fits in its downtime-limit. Our reads follow the link, so
- * that rate is honest for the bytes QEMU still holds; what QEMU cannot see
- * is what DWCP already has in flight (up to one window of encoded bytes,
- * which must cross the link after the guest stops), the last byte's
- * one-way trip to the destination (half the smallest round trip TCP
- * measured on the streams), the end of the disk copy (its last flush is a
- * round trip to the destination's export, and the grant waits for it) and
- * the hand-over there. So QEMU gets the budget
- * minus those, at the wire rate measured so far, and at least a fifth of
- * it (a guest must still be able to converge on a slow link). Returns the
- * limit in ms, or 0 while there is nothing to go on yet. */
-static int64_t downtime_budget_ms(int max_downtime_ms, int64_t rtt_ms, bool disk,
-                                  double rate_bytes_per_ms, size_t window_bytes) {
-  if (rate_bytes_per_ms <= 0)
-    return 0;
-  int64_t inflight_ms = (int64_t)((double)window_bytes / rate_bytes_per_ms);
-  int64_t limit = max_downtime_ms - inflight_ms - rtt_ms / 2 - (disk ? rtt_ms : 0) - HANDOVER_MS;
-  int64_t floor_ms = max_downtime_ms / 5 > 10 ? max_downtime_ms / 5 : 10;
-  return limit > floor_ms ? limit : floor_ms;
-}
-
-/* The send window for a link of rate_bytes_per_ms: twice the
- * bandwidth-delay product, so the link stays busy, or what a quarter of
- * the downtime budget drains if that is more, since all of it crosses the
- * link after the guest stops (2 MiB is 170 ms at 100 Mbit/s). 0 while
- * there is nothing to go on yet. */
-static size_t window_for_link(int max_downtime_ms, int64_t rtt_ms, double rate_bytes_per_ms) {
-  if (rate_bytes_per_ms <= 0)
-    return 0;
-  double bdp2 = 2.0 * rate_bytes_per_ms * (double)(rtt_ms > 1 ? rtt_ms : 1);
-  double drain = rate_bytes_per_ms * (double)max_downtime_ms / 4.0;
-  double w = bdp2 > drain ? bdp2 : drain;
-  return w >= (double)WINDOW_BYTES ? WINDOW_BYTES : (size_t)w;
-}
-
 static int src_run(struct src *s, struct nc_errinfo *err) {
   struct nc_op *op = nc_vmm_ext_op(s->x);
   int rc;
@@ -1029,9 +969,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   }
   char why[160];
   choose_mode(s, rtt_ms, bw_mbit, &hp, why, sizeof why);
-  size_t window = WINDOW_BYTES;
-  if (rtt_ms >= SLOW_RTT_MS)
-    window = nc_amst_set_send_window(s->a, WINDOW_START_SLOW);
+  struct nc__pace pace;
+  size_t w0 = nc__pace_init(&pace, s->max_downtime_ms, rtt_ms, s->nbd_port > 0);
+  if (w0 != WINDOW_BYTES)
+    nc__pace_window_is(&pace, nc_amst_set_send_window(s->a, w0));
   nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,
           s->streams);
   rc = nc_hde_enc_new(&hp, summary, (size_t)slen, s->m->cfg.pcache, &s->enc);
@@ -1167,8 +1108,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   int64_t tpump = now_ms();
   nc_amst_stats(s->a, &cs); /* from here, not counting the summary and probe */
   uint64_t wire0 = cs.bytes_sent;
-  int64_t limit_set = s->max_downtime_ms, qemu_downtime_ms = -1;
-  double link_rate = 0; /* bytes per ms */
+  int64_t qemu_downtime_ms = -1;
   for (;;) {
     json_t *info = NULL;
     if (qmp(s->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
@@ -1187,48 +1127,27 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
       for (int i = 0; i < ws.streams && i < NC_AMST_STREAMS_MAX; i++)
         if (ws.s[i].rtt_us > 0 && ws.s[i].rtt_us / 1000 < rtt_now_ms)
           rtt_now_ms = ws.s[i].rtt_us / 1000;
-      /* The link's rate: the best average since the stream started (at
-       * least 150 ms and 1 MiB in: on a fast path the whole migration can
-       * take 0.7 s, and a limit set after it is no use). Later passes carry only what the
-       * guest dirties, which can be far below the link, so a falling
-       * average says nothing about the link, and a window sized from it
-       * would throttle the migration. */
-      int64_t el = now_ms() - tpump;
-      uint64_t sent = ws.bytes_sent - wire0;
-      if (el >= 150 && sent >= (1u << 20) && (double)sent / (double)el > link_rate)
-        link_rate = (double)sent / (double)el;
-      size_t w = window_for_link(s->max_downtime_ms, rtt_now_ms, link_rate);
-      if (w == 0 && rtt_ms >= SLOW_RTT_MS) { /* slow start, see WINDOW_START_SLOW */
-        uint64_t acked = sent > ws.queued_bytes ? sent - ws.queued_bytes : 0;
-        w = acked * 2 > WINDOW_START_SLOW ? (size_t)(acked * 2 < WINDOW_BYTES ? acked * 2
-                                                                              : WINDOW_BYTES)
-                                          : WINDOW_START_SLOW;
-      }
       pthread_mutex_lock(&s->mu);
       uint64_t raw_now = s->raw_bytes;
       pthread_mutex_unlock(&s->mu);
-      if (rtt_ms < SLOW_RTT_MS && sent >= (1u << 20) && raw_now > sent) {
-        /* see FAST_STREAM_INFLIGHT */
-        size_t cap = (size_t)((double)FAST_STREAM_INFLIGHT * (double)sent / (double)raw_now);
-        if (cap < NC_AMST_SEND_WINDOW_MIN)
-          cap = NC_AMST_SEND_WINDOW_MIN;
-        if (w == 0 || w > cap)
-          w = cap;
-      }
-      if (w > 0 && (w > window + window / 8 || w < window - window / 8))
-        window = nc_amst_set_send_window(s->a, w);
-      int64_t lim = downtime_budget_ms(s->max_downtime_ms, rtt_now_ms, s->nbd_port > 0, link_rate,
-                                       window);
-      if (lim > 0 && (lim > limit_set + 10 || lim < limit_set - 10)) {
-        if (qmp(s->x, "migrate-set-parameters",
-                json_pack("{s:I}", "downtime-limit", (json_int_t)lim), NULL, NULL, 0) == 0) {
-          nc_info("migrate", "vm \"%s\": QEMU's downtime-limit %lld ms (of %d: %.1f MB/s on the "
-                  "wire, %zu KiB in flight, %lld ms round trip)",
-                  s->name, (long long)lim, s->max_downtime_ms,
-                  link_rate / 1000.0, window / 1024,
-                  (long long)rtt_now_ms);
-          limit_set = lim;
-        }
+      struct nc__pace_sample ps = {.elapsed_ms = now_ms() - tpump,
+                                   .sent = ws.bytes_sent - wire0,
+                                   .queued = ws.queued_bytes,
+                                   .raw = raw_now,
+                                   .rtt_ms = rtt_now_ms};
+      size_t w = 0;
+      int64_t lim = 0;
+      nc__pace_update(&pace, &ps, &w, &lim);
+      if (w > 0)
+        nc__pace_window_is(&pace, nc_amst_set_send_window(s->a, w));
+      if (lim > 0 && qmp(s->x, "migrate-set-parameters",
+                         json_pack("{s:I}", "downtime-limit", (json_int_t)lim), NULL, NULL,
+                         0) == 0) {
+        nc_info("migrate", "vm \"%s\": QEMU's downtime-limit %lld ms (of %d: %.1f MB/s on the "
+                "wire, %zu KiB in flight, %lld ms round trip)",
+                s->name, (long long)lim, s->max_downtime_ms, pace.rate / 1000.0,
+                pace.window / 1024, (long long)rtt_now_ms);
+        nc__pace_limit_is(&pace, lim);
       }
     }
     pthread_mutex_lock(&s->mu);
@@ -1357,7 +1276,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
           "+%lld ms destination resumed (downtime-limit %lld ms); stream pump CPU %lld ms",
           s->name, (long long)qemu_downtime_ms, (long long)(t_done - eof_ms),
           (long long)(t_disk - eof_ms), (long long)(t_grant - eof_ms),
-          (long long)(t_resumed - eof_ms), (long long)limit_set, (long long)s->pump_cpu_ms);
+          (long long)(t_resumed - eof_ms), (long long)pace.limit, (long long)s->pump_cpu_ms);
   struct nc_amst_stats as;
   nc_amst_stats(s->a, &as);
   struct nc_hde_stats hs;
