@@ -1428,12 +1428,14 @@ int nc_amst_recv(struct nc_amst *a, int timeout_ms, uint8_t *type, void **payloa
   return rc;
 }
 
-int nc_amst_flush(struct nc_amst *a, int timeout_ms) {
+/* Waits until the peer acknowledged everything admitted (all) or the
+ * first upto bytes. */
+static int wait_acked(struct nc_amst *a, bool all, uint64_t upto, int timeout_ms) {
   int rc;
   int64_t deadline = deadline_after(timeout_ms);
   pthread_mutex_lock(&a->mu);
   for (;;) {
-    if (a->w.acked_bytes == a->w.admitted_bytes) {
+    if (all ? a->w.acked_bytes == a->w.admitted_bytes : a->w.acked_bytes >= upto) {
       rc = 0;
       break;
     }
@@ -1449,6 +1451,19 @@ int nc_amst_flush(struct nc_amst *a, int timeout_ms) {
   }
   pthread_mutex_unlock(&a->mu);
   return rc;
+}
+
+int nc_amst_flush(struct nc_amst *a, int timeout_ms) { return wait_acked(a, true, 0, timeout_ms); }
+
+int nc_amst_wait_acked(struct nc_amst *a, uint64_t upto, int timeout_ms) {
+  return wait_acked(a, false, upto, timeout_ms);
+}
+
+uint64_t nc_amst_admitted(struct nc_amst *a) {
+  pthread_mutex_lock(&a->mu);
+  uint64_t n = a->w.admitted_bytes;
+  pthread_mutex_unlock(&a->mu);
+  return n;
 }
 
 size_t nc_amst_set_send_window(struct nc_amst *a, size_t bytes) {

@@ -173,6 +173,14 @@ int nc_amst_recv(struct nc_amst *a, int timeout_ms, uint8_t *type, void **payloa
 /* Waits until everything sent has been acknowledged by the peer (delivered
  * to its application). 0, -ETIMEDOUT, or the session's error. */
 int nc_amst_flush(struct nc_amst *a, int timeout_ms);
+/* Bytes admitted by nc_amst_send so far in this session (payloads plus
+ * NC_AMST_HEADER_LEN each), a running total. */
+uint64_t nc_amst_admitted(struct nc_amst *a);
+/* Waits until the peer has acknowledged the first upto of those bytes (a
+ * value nc_amst_admitted gave). Lets a sender bound in-flight data by a
+ * measure of its own (migrate.c: QEMU stream bytes, not wire bytes).
+ * 0, -ETIMEDOUT, or the session's error (-EPIPE once the peer left). */
+int nc_amst_wait_acked(struct nc_amst *a, uint64_t upto, int timeout_ms);
 void nc_amst_stats(struct nc_amst *a, struct nc_amst_stats *out);
 /* Changes the send window for the messages sent from now on, between
  * NC_AMST_SEND_WINDOW_MIN and the configured send_window_bytes (values

@@ -95,6 +95,7 @@ enum {
  * below that as the link allows). */
 #define WINDOW_BYTES NC__PACE_WINDOW_MAX
 
+#define STREAM_FLY_MAX 1024 /* DATA frames tracked in flight (stream_cap) */
 #define ACTIVE_MAX 64
 #define SEEDED_MAX 16
 
@@ -505,11 +506,40 @@ struct src {
   int pump_rc;
   char pump_err[256];
   uint64_t raw_bytes; /* read from QEMU */
+  /* Fast paths: QEMU stream bytes in flight, at most NC__PACE_FAST_STREAM
+   * (see flush_batch). */
+  bool stream_cap;
+  uint64_t batch_raw; /* stream bytes the batch being filled stands for */
+  uint64_t raw_inflight;
+  struct {
+    uint64_t end; /* nc_amst_admitted once the frame was sent */
+    uint64_t raw;
+  } fly[STREAM_FLY_MAX];
+  unsigned fly_head, fly_n;
   bool pump_done;
   int64_t eof_ms; /* when QEMU's stream ended */
   int64_t pump_cpu_ms; /* the pump thread's CPU: read, parse, encode, compress */
   pthread_mutex_t mu;
 };
+
+/* On a fast path the destination's loading is the bottleneck, and a frame
+ * of 1-byte PREV tokens can stand for 80 MiB of QEMU's stream: a window of
+ * wire bytes let a return leg put 120 MiB in flight, which the destination
+ * took 350-500 ms to load after the guest stopped. So before a frame goes
+ * out, the frames the destination has not acknowledged may stand for at
+ * most NC__PACE_FAST_STREAM of stream (the oldest are waited for). */
+static int stream_room(struct src *s) {
+  while (s->fly_n > 0 && (s->raw_inflight + s->batch_raw > NC__PACE_FAST_STREAM ||
+                          s->fly_n == STREAM_FLY_MAX)) {
+    int rc = nc_amst_wait_acked(s->a, s->fly[s->fly_head].end, PEER_TIMEOUT_MS);
+    if (rc)
+      return rc;
+    s->raw_inflight -= s->fly[s->fly_head].raw;
+    s->fly_head = (s->fly_head + 1) % STREAM_FLY_MAX;
+    s->fly_n--;
+  }
+  return 0;
+}
 
 static int flush_batch(struct src *s) {
   if (s->blen == 0)
@@ -517,9 +547,18 @@ static int flush_batch(struct src *s) {
   size_t n = 0;
   int rc = nc_hde_frame_pack(s->enc, s->batch, s->blen, s->frame,
                              nc_hde_frame_bound(BATCH_MAX), &n);
+  if (rc == 0 && s->stream_cap)
+    rc = stream_room(s);
   if (rc == 0)
     rc = nc_amst_send(s->a, MSG_DATA, s->frame, n);
+  if (rc == 0 && s->stream_cap) {
+    unsigned i = (s->fly_head + s->fly_n++) % STREAM_FLY_MAX;
+    s->fly[i].end = nc_amst_admitted(s->a);
+    s->fly[i].raw = s->batch_raw;
+    s->raw_inflight += s->batch_raw;
+  }
   s->blen = 0;
+  s->batch_raw = 0;
   return rc;
 }
 
@@ -540,6 +579,7 @@ static int sink_opaque(void *data, const uint8_t *bytes, size_t n) {
     put_be32(s->batch + s->blen + 1, (uint32_t)k);
     memcpy(s->batch + s->blen + 5, bytes, k);
     s->blen += 5 + k;
+    s->batch_raw += k;
     bytes += k;
     n -= k;
   }
@@ -589,6 +629,7 @@ static int sink_page(void *data, uint32_t block, uint64_t offset, const uint8_t 
   put_be64(s->batch + s->blen + 1, key);
   put_be16(s->batch + s->blen + 9, (uint16_t)tlen);
   s->blen += 11 + tlen;
+  s->batch_raw += NC_HDE_PAGE;
   return 0;
 }
 
@@ -971,6 +1012,7 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   choose_mode(s, rtt_ms, bw_mbit, &hp, why, sizeof why);
   struct nc__pace pace;
   size_t w0 = nc__pace_init(&pace, s->max_downtime_ms, rtt_ms, s->nbd_port > 0);
+  s->stream_cap = rtt_ms < NC__PACE_SLOW_RTT_MS;
   if (w0 != WINDOW_BYTES)
     nc__pace_window_is(&pace, nc_amst_set_send_window(s->a, w0));
   nc_info("migrate", "vm \"%s\" -> %s: mode %s (%s), %d streams", s->name, s->to, s->mode, why,

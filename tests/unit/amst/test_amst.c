@@ -791,6 +791,43 @@ static void test_abort(void **state) {
   assert_in_range(t_now_ms() - c0, 0, 2000);
 }
 
+/* nc_amst_admitted / nc_amst_wait_acked: the running total counts payload
+ * plus header; waiting for a point not yet acknowledged times out while
+ * the peer reads nothing, and returns once it has read up to there (not
+ * necessarily beyond); after an abort it fails at once. */
+static void test_wait_acked(void **state) {
+  (void)state;
+  struct nc_amst_config cfg = cfg_base(2);
+  struct amst_pair p;
+  pair_open(&p, &cfg, &cfg);
+  uint64_t a0 = nc_amst_admitted(p.src);
+  static uint8_t buf[1000];
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(nc_amst_send(p.src, NC_AMST_TYPE_USER, buf, sizeof buf), 0);
+  uint64_t after1 = a0 + NC_AMST_HEADER_LEN + sizeof buf;
+  uint64_t after3 = nc_amst_admitted(p.src);
+  assert_int_equal(after3 - a0, 3 * (NC_AMST_HEADER_LEN + sizeof buf));
+  assert_int_equal(nc_amst_wait_acked(p.src, after1, 200), -ETIMEDOUT);
+  uint8_t type;
+  void *pl;
+  size_t len;
+  assert_int_equal(nc_amst_recv(p.dst, 2000, &type, &pl, &len), 0);
+  free(pl);
+  assert_int_equal(nc_amst_wait_acked(p.src, after1, 2000), 0);
+  assert_int_equal(nc_amst_wait_acked(p.src, after3, 200), -ETIMEDOUT);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(nc_amst_recv(p.dst, 2000, &type, &pl, &len), 0);
+    free(pl);
+  }
+  assert_int_equal(nc_amst_wait_acked(p.src, after3, 2000), 0);
+  assert_int_equal(nc_amst_send(p.src, NC_AMST_TYPE_USER, buf, sizeof buf), 0);
+  nc_amst_abort(p.src);
+  int64_t t0 = t_now_ms();
+  assert_int_equal(nc_amst_wait_acked(p.src, nc_amst_admitted(p.src), 5000), -ECANCELED);
+  assert_in_range(t_now_ms() - t0, 0, 1000);
+  pair_close(&p);
+}
+
 /* Close after many messages: the peer gets every one, then -EPIPE; close
  * returns once they were all taken; then the peer's sends fail. */
 static void test_close_delivers_all(void **state) {
@@ -933,7 +970,7 @@ int main(void) {
       cmocka_unit_test(test_bad_frames),
       cmocka_unit_test(test_silent_peer),
       cmocka_unit_test(test_session_matching),
-      cmocka_unit_test(test_abort),
+      cmocka_unit_test(test_abort), cmocka_unit_test(test_wait_acked),
       cmocka_unit_test(test_close_delivers_all),
       cmocka_unit_test(test_peer_killed),
       cmocka_unit_test(test_bbr_and_stats),
