@@ -20,7 +20,9 @@
  *   - on a fast path it is also capped at NC__PACE_FAST_STREAM of QEMU's
  *     stream, converted at the compression ratio seen so far: there the
  *     destination's loading is the bottleneck, and 1.5 MiB of lz4 frames
- *     was 25 MiB of stream it took ~200 ms to load after the stop;
+ *     was 25 MiB of stream it took ~200 ms to load after the stop (the
+ *     average ratio hides frames of 1-byte tokens, so migrate.c also
+ *     bounds the stream the frames in flight stand for, frame by frame);
  *   - QEMU gets the budget minus the window's drain time, half the round
  *     trip, a round trip for the disk and NC__PACE_HANDOVER_MS, and never
  *     less than a fifth of the budget (a guest must still converge).
