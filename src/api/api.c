@@ -436,16 +436,30 @@ static enum MHD_Result h_console(struct call *c) {
   int rc = nc_vmm_console_log_path(c->api->cfg.vmm, c->seg[2], path, sizeof path, &err);
   if (rc)
     return send_errinfo(c, &err, rc);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return send_text(c, 200, "text/plain; charset=utf-8", "", 0);
-  off_t end = lseek(fd, 0, SEEK_END);
-  off_t start = end > tail ? end - tail : 0;
-  char *buf = malloc((size_t)(end - start) + 1);
-  ssize_t n = buf ? pread(fd, buf, (size_t)(end - start), start) : -1;
-  close(fd);
-  enum MHD_Result ret = n < 0 ? send_error(c, 500, "internal", NULL, "cannot read the log")
-                              : send_text(c, 200, "text/plain; charset=utf-8", buf, (size_t)n);
+  /* The log is capped (util/logcap.h): when it was just cut, the rest of
+   * the tail is at the end of serial.log.1. */
+  char old[1216];
+  snprintf(old, sizeof old, "%s.1", path);
+  char *buf = malloc((size_t)tail + 1);
+  size_t got = 0;
+  int bad = buf ? 0 : -ENOMEM;
+  for (int part = 0; part < 2 && bad == 0 && got < (size_t)tail; part++) {
+    int fd = open(part == 0 ? path : old, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    off_t end = lseek(fd, 0, SEEK_END), want = (off_t)((size_t)tail - got);
+    off_t start = end > want ? end - want : 0;
+    memmove(buf + (end - start), buf, got); /* older bytes go first */
+    ssize_t n = end > start ? pread(fd, buf, (size_t)(end - start), start) : 0;
+    if (n < 0)
+      bad = -errno;
+    close(fd);
+    if (n >= 0 && n < end - start) /* cut meanwhile: close the gap */
+      memmove(buf + n, buf + (end - start), got);
+    got += n > 0 ? (size_t)n : 0;
+  }
+  enum MHD_Result ret = bad ? send_error(c, 500, "internal", NULL, "cannot read the log")
+                            : send_text(c, 200, "text/plain; charset=utf-8", buf, got);
   free(buf);
   return ret;
 }

@@ -328,6 +328,13 @@ static int qemu_launch(struct nc_hv *hv, const struct nc_hv_spec *spec, struct n
     goto fail_nospawn;
   }
   remove_runtime_files(vm);
+  /* A new run starts a new console log (QEMU appends to it: logappend). */
+  char serial[PATH_MAX + 16];
+  vm_path(vm, "serial.log", serial, sizeof serial);
+  if (truncate(serial, 0) < 0 && errno != ENOENT)
+    nc_warn("hv", "vm \"%s\": truncating %s: %s", vm->name, serial, strerror(errno));
+  vm_path(vm, "serial.log.1", serial, sizeof serial);
+  unlink(serial);
 
   char logpath[PATH_MAX + 16];
   vm_path(vm, "qemu.log", logpath, sizeof logpath);

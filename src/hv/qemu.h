@@ -7,7 +7,7 @@
  *     -no-shutdown -msg timestamp=on -pidfile <run>/qemu.pid
  *     -qmp unix:<run>/qmp.sock,server=on,wait=off
  *     -chardev socket,id=ser0,path=<run>/serial.sock,server=on,wait=off,
- *              logfile=<run>/serial.log
+ *              logfile=<run>/serial.log,logappend=on
  *     -serial chardev:ser0
  *     [-kernel K [-initrd I] [-append C]]
  *     [-drive file=<disk>,if=virtio,format=qcow2,node-name=disk0]
@@ -20,7 +20,9 @@
  * or not anyone is connected to serial.sock (measured on QEMU 10.0). A
  * client that connects must keep reading: while it is connected and not
  * reading, the socket fills after ~280 one-byte writes and the guest's
- * UART stalls (and serial.log with it). The log is truncated at launch.
+ * UART stalls (and serial.log with it). The log is truncated at launch;
+ * QEMU appends to it (logappend=on), so the VM manager can cap it
+ * (serial.log.1 keeps the newest half, util/logcap.h).
  *
  * A VM handle is not thread-safe: use one from one thread at a time. */
 #ifndef NC_HV_QEMU_H

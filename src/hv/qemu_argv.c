@@ -143,10 +143,14 @@ int nc__qemu_argv_build(const char *qemu, const struct nc_hv_spec *spec,
   if (!rc) rc = pushs(a, "-qmp");
   if (!rc) rc = pushs(a, qmp);
   /* logfile= records the console even while nobody is attached to the
-   * socket (checked by tests/unit/hv e2e). */
+   * socket (checked by tests/unit/hv e2e). logappend=on opens it with
+   * O_APPEND, so the daemon can cap it (util/logcap.h) without leaving a
+   * hole; the driver truncates it at launch instead. */
   if (!rc) rc = pushs(a, "-chardev");
   if (!rc)
-    rc = pushf(a, "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log",
+    rc = pushf(a,
+               "socket,id=ser0,path=%s/serial.sock,server=on,wait=off,logfile=%s/serial.log,"
+               "logappend=on",
                run, run);
   if (!rc) rc = pushs(a, "-serial");
   if (!rc) rc = pushs(a, "chardev:ser0");

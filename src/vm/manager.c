@@ -17,6 +17,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/logcap.h"
 #include "util/sync.h"
 #include "util/size.h"
 #include "vm/events.h"
@@ -28,6 +29,9 @@
 #define HISTORY_MAX 32
 #define SNAPSHOTS_MAX 64
 #define SNAPSHOT_TIMEOUT_MS 300000
+/* serial.log beyond this: its newest half goes to serial.log.1 and it
+ * starts again (util/logcap.h), checked on every reconcile pass. */
+#define SERIAL_LOG_CAP (8u << 20)
 
 /* One VM. Fields above `hv_mu` are guarded by vmm->mu; hv and stats by
  * hv_mu. An entry lives while refs > 0 (the list holds one, every running
@@ -1466,6 +1470,13 @@ void nc_vmm_ext_finish(struct nc_vmm_ext *x, int rc, const struct nc_errinfo *er
  * it. Never kills a VM that is running. */
 static void reconcile_one(struct nc_vmm *vmm, struct vm_entry *e) {
   const struct nc_hv_ops *ops = vmm->cfg.hv->ops;
+  /* What we observe below is stale if the state changes meanwhile (an
+   * operation that started and ended between the snapshot and the lock
+   * further down): then this pass records nothing. */
+  pthread_mutex_lock(&vmm->mu);
+  int64_t seen_changed = e->changed_ms;
+  enum nc_vm_state seen_state = e->state;
+  pthread_mutex_unlock(&vmm->mu);
   pthread_mutex_lock(&e->hv_mu);
   struct nc_hv_vm *h = e->hv;
   enum nc_hv_state hst = NC_HV_GONE;
@@ -1481,6 +1492,7 @@ static void reconcile_one(struct nc_vmm *vmm, struct vm_entry *e) {
       e->stats_valid = true;
     }
   }
+  bool has_log = h && hst != NC_HV_GONE;
   bool powered_off = h && rc == 0 && hst == NC_HV_SHUTDOWN;
   bool gone = h && hst == NC_HV_GONE && (rc == 0 || rc == -ESRCH);
   if (powered_off || gone) {
@@ -1494,7 +1506,8 @@ static void reconcile_one(struct nc_vmm *vmm, struct vm_entry *e) {
   pthread_mutex_unlock(&e->hv_mu);
 
   pthread_mutex_lock(&vmm->mu);
-  if (e->op || e->removed) { /* an operation started meanwhile: it owns the state */
+  if (e->op || e->removed || e->changed_ms != seen_changed || e->state != seen_state) {
+    /* an operation started (or came and went) meanwhile: it owns the state */
     pthread_mutex_unlock(&vmm->mu);
     return;
   }
@@ -1516,6 +1529,13 @@ static void reconcile_one(struct nc_vmm *vmm, struct vm_entry *e) {
     set_state_locked(vmm, e, NC_VM_FAILED, "no hypervisor process for this vm");
   }
   pthread_mutex_unlock(&vmm->mu);
+  if (has_log && !powered_off) { /* a guest that prints for months must not fill the disk */
+    char log[1200];
+    run_file(vmm, e->spec.name, "serial.log", log, sizeof log);
+    int lrc = nc_logcap(log, SERIAL_LOG_CAP);
+    if (lrc < 0)
+      nc_warn("vm", "vm \"%s\": capping %s: %s", e->spec.name, log, nc_strerror(lrc));
+  }
 }
 
 static void reconcile_all(struct nc_vmm *vmm) {

@@ -644,6 +644,21 @@ static void test_images_node_console(void **state) {
   r = http(f, TCP_TOKEN, "GET", "/v1/vms/con/console?tail_bytes=x", NULL);
   expect_status(&r, 400, "invalid_field", "tail_bytes", NULL);
   resp_free(&r);
+  /* Just after the log was capped (util/logcap.h), the older part of the
+   * tail is in serial.log.1. */
+  char oldp[420];
+  snprintf(oldp, sizeof oldp, "%s.1", logp);
+  EXPECT_RC(nct_write_file(oldp, "older lines\n"), 0);
+  EXPECT_RC(nct_write_file(logp, "new"), 0);
+  r = http(f, TCP_TOKEN, "GET", "/v1/vms/con/console?tail_bytes=10", NULL);
+  expect_status(&r, 200, NULL, NULL, NULL);
+  EXPECT_STR(r.body, " lines\nnew");
+  resp_free(&r);
+  r = http(f, TCP_TOKEN, "GET", "/v1/vms/con/console?tail_bytes=2", NULL);
+  expect_status(&r, 200, NULL, NULL, NULL);
+  EXPECT_STR(r.body, "ew");
+  resp_free(&r);
+  unlink(oldp);
 }
 
 /* ---- the event stream --------------------------------------------------- */

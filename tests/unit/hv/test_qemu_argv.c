@@ -44,7 +44,7 @@ static void test_minimal(void **state) {
       "-no-shutdown", "-msg", "timestamp=on", "-pidfile", "/var/lib/nc/vms/web-1/qemu.pid",
       "-qmp", "unix:/var/lib/nc/vms/web-1/qmp.sock,server=on,wait=off", "-chardev",
       "socket,id=ser0,path=/var/lib/nc/vms/web-1/serial.sock,server=on,wait=off,"
-      "logfile=/var/lib/nc/vms/web-1/serial.log",
+      "logfile=/var/lib/nc/vms/web-1/serial.log,logappend=on",
       "-serial", "chardev:ser0", NULL};
   expect_argv(&a, want);
   nc__qemu_argv_free(&a);
@@ -69,7 +69,7 @@ static void test_full(void **state) {
       "timestamp=on", "-pidfile", "/var/lib/nc/vms/web-1/qemu.pid", "-qmp",
       "unix:/var/lib/nc/vms/web-1/qmp.sock,server=on,wait=off", "-chardev",
       "socket,id=ser0,path=/var/lib/nc/vms/web-1/serial.sock,server=on,wait=off,"
-      "logfile=/var/lib/nc/vms/web-1/serial.log",
+      "logfile=/var/lib/nc/vms/web-1/serial.log,logappend=on",
       "-serial", "chardev:ser0", "-kernel", "/img/vmlinux", "-initrd",
       "/img/initramfs.cpio.gz", "-append", "console=ttyS0 quiet, panic=-1", "-drive",
       "file=/var/lib/nc/vms/web-1/disk.qcow2,if=virtio,format=qcow2,node-name=disk0", "-nic",

@@ -645,6 +645,31 @@ static void test_reconciler_marks_dead_vm_failed(void **state) {
   check_and_stop(f);
 }
 
+/* A running VM's serial.log is capped on the reconcile pass: past 8 MiB its
+ * newest 4 MiB go to serial.log.1 and it starts again. */
+static void test_serial_log_capped(void **state) {
+  struct fx *f = *state;
+  running_vm(f, "w");
+  char log[400], old[420];
+  snprintf(log, sizeof log, "%s/vms/w/serial.log", f->w.data_dir);
+  snprintf(old, sizeof old, "%s.1", log);
+  int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0640);
+  EXPECT_TRUE(fd >= 0);
+  static char chunk[65536];
+  memset(chunk, 'x', sizeof chunk);
+  for (int i = 0; i < 8 * 16 + 1; i++) /* 8 MiB + 64 KiB */
+    EXPECT_TRUE(write(fd, chunk, sizeof chunk) == (ssize_t)sizeof chunk);
+  close(fd);
+  struct stat st = {0};
+  for (int i = 0; i < 300 && stat(old, &st) != 0; i++)
+    usleep(10 * 1000);
+  EXPECT_I64(st.st_size, 4 << 20);
+  EXPECT_RC(stat(log, &st), 0);
+  EXPECT_I64(st.st_size, 0);
+  unlink(old);
+  check_and_stop(f);
+}
+
 static void test_guest_power_off_is_stopped(void **state) {
   struct fx *f = *state;
   running_vm(f, "w");
@@ -959,6 +984,7 @@ int main(void) {
       T(test_busy_vm_refuses_second_op),
       T(test_cancel_start),
       T(test_reconciler_marks_dead_vm_failed),
+      T(test_serial_log_capped),
       T(test_guest_power_off_is_stopped),
       T(test_paused_outside_is_recorded),
       T(test_launch_failure),
