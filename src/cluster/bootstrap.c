@@ -29,6 +29,26 @@ static const char *jstr(json_t *o, const char *k) {
   return s ? s : "";
 }
 
+/* cluster.json holds at most NC_CLUSTER_ENDPOINTS_MAX URLs and a few
+ * names: anything bigger is not ours, and is not read into memory. */
+#define BOOT_FILE_MAX (64 * 1024)
+
+static json_t *boot_json(const char *path, json_error_t *je) {
+  FILE *f = fopen(path, "rbe");
+  if (!f) {
+    snprintf(je->text, sizeof je->text, "%s", strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  json_t *j = NULL;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > BOOT_FILE_MAX)
+    snprintf(je->text, sizeof je->text, "not a regular file of at most %d bytes", BOOT_FILE_MAX);
+  else
+    j = json_loadf(f, 0, je);
+  fclose(f);
+  return j;
+}
+
 int nc_cluster_boot_load(const char *data_dir, struct nc_cluster_boot *out) {
   memset(out, 0, sizeof *out);
   char path[1100];
@@ -36,7 +56,7 @@ int nc_cluster_boot_load(const char *data_dir, struct nc_cluster_boot *out) {
   if (access(path, F_OK) != 0)
     return -ENOENT;
   json_error_t je;
-  json_t *j = json_load_file(path, 0, &je);
+  json_t *j = boot_json(path, &je);
   json_t *eps = j ? json_object_get(j, "endpoints") : NULL;
   if (!json_is_array(eps) || json_array_size(eps) == 0 ||
       json_array_size(eps) > NC_CLUSTER_ENDPOINTS_MAX) {
@@ -268,7 +288,8 @@ int nc_cluster_init(const struct nc_cluster_setup *s, json_t *body, json_t **out
 static json_t *load_endpoints(const char *data_dir) {
   char path[1100];
   snprintf(path, sizeof path, "%s/" BOOT_FILE, data_dir);
-  json_t *j = json_load_file(path, 0, NULL);
+  json_error_t je;
+  json_t *j = boot_json(path, &je);
   json_t *eps = json_incref(json_object_get(j, "endpoints"));
   json_decref(j);
   return json_is_array(eps) ? eps : (json_decref(eps), NULL);
