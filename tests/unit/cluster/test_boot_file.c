@@ -15,13 +15,13 @@
 #include <cmocka.h>
 
 #include "cluster/bootstrap.h"
+#include "nc_test.h"
 
-static char dir[64], path[128];
+static char dir[128], path[160];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof dir, "/tmp/nc_boot_XXXXXX");
-  if (!mkdtemp(dir))
+  if (nct_mkdtemp(dir, sizeof dir, "boot") != 0)
     return -1;
   snprintf(path, sizeof path, "%s/cluster.json", dir);
   return 0;
@@ -29,18 +29,18 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  unlink(path);
-  rmdir(dir);
+  nct_rmtree(dir);
   return 0;
 }
 
+/* The file is text, after pad spaces (whitespace is JSON too). */
 static void put(const char *text, size_t pad) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  for (size_t i = 0; i < pad; i++)
-    fputc(' ', f);
-  fputs(text, f);
-  fclose(f);
+  char *buf = malloc(pad + strlen(text) + 1);
+  assert_non_null(buf);
+  memset(buf, ' ', pad);
+  strcpy(buf + pad, text);
+  assert_int_equal(nct_write_file(path, buf), 0);
+  free(buf);
 }
 
 static void test_boot_file(void **state) {

@@ -14,14 +14,14 @@
 
 #include <cmocka.h>
 
+#include "nc_test.h"
 #include "util/logcap.h"
 
-static char dir[64], path[128], old[160];
+static char dir[128], path[160], old[180];
 
 static int setup(void **state) {
   (void)state;
-  snprintf(dir, sizeof dir, "/tmp/nc_logcap_XXXXXX");
-  if (!mkdtemp(dir))
+  if (nct_mkdtemp(dir, sizeof dir, "logcap") != 0)
     return -1;
   snprintf(path, sizeof path, "%s/serial.log", dir);
   snprintf(old, sizeof old, "%s.1", path);
@@ -30,9 +30,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  unlink(path);
-  unlink(old);
-  rmdir(dir);
+  nct_rmtree(dir);
   return 0;
 }
 
