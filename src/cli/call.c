@@ -145,6 +145,16 @@ void nc__cli_error_code(const struct nc_cli_http_resp *resp, char *out, size_t n
   json_decref(root);
 }
 
+/* Does the answer's error name a field ({"error": {"field": "..."}})? */
+static bool error_names_field(const struct nc_cli_http_resp *resp) {
+  json_t *root = resp->body != NULL && resp->len > 0 ? json_loadb(resp->body, resp->len, 0, NULL)
+                                                     : NULL;
+  const char *f = nc_cli_jstr(json_object_get(root, "error"), "field");
+  bool named = f != NULL && f[0] != '\0';
+  json_decref(root);
+  return named;
+}
+
 int nc_cli_report_http_error(struct nc_cli *cli, const struct nc_cli_http_resp *resp) {
   char msg[1024], code[64];
   nc_cli_error_message(resp->status, resp->body, resp->len, msg, sizeof msg);
@@ -164,7 +174,10 @@ int nc_cli_report_http_error(struct nc_cli *cli, const struct nc_cli_http_resp *
     return NC_CLI_EXIT_FAIL;
   }
   fprintf(cli->err, "novacron: %s\n", msg);
-  if (resp->status == 401)
+  /* The listener's own refusal of this request names no field. A 401 the
+   * daemon passes on from a peer names what the peer refused (a join's
+   * "token", a migration's "to"), and the API token is not it. */
+  if (resp->status == 401 && !error_names_field(resp))
     fprintf(cli->err, "hint: the TCP listener needs a bearer token: --token-file "
                       "<data-dir>/api.token or $NOVACRON_TOKEN\n");
   return NC_CLI_EXIT_FAIL;

@@ -358,6 +358,21 @@ static void test_unauthorized_hint(void **state) {
   check_contains(h->err, "hint: the TCP listener needs a bearer token");
 }
 
+/* A 401 the daemon passes on from a peer names the field at fault: the
+ * cluster token of a join (bootstrap.c), not the API token, so the
+ * bearer-token hint would send the operator the wrong way. */
+static void test_unauthorized_peer_no_hint(void **state) {
+  struct harness *h = *state;
+  h_reply(h, 401,
+          "{\"error\":{\"code\":\"unauthorized\",\"field\":\"token\",\"message\":"
+          "\"10.0.0.1:8470 refused the join (HTTP 401): wrong cluster token\"}}");
+  h_run(h, "cluster", "join", "10.0.0.1:8470", "--token",
+        "0123456789abcdef0123456789abcdef", "--address", "10.0.0.2", NULL);
+  check_rc(h, 1);
+  assert_string_equal(h->err, "novacron: 10.0.0.1:8470 refused the join (HTTP 401): wrong "
+                              "cluster token\n");
+}
+
 static void test_unreachable(void **state) {
   struct harness *h = *state;
   static const int errs[] = {-ECONNREFUSED, -ENOENT, -ETIMEDOUT, -ECONNRESET, -EACCES};
@@ -714,6 +729,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_server_error_message, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_server_error_json_mode, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_unauthorized_hint, h_setup, h_teardown),
+      cmocka_unit_test_setup_teardown(test_unauthorized_peer_no_hint, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_unreachable, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_endpoint_from_env, h_setup, h_teardown),
       cmocka_unit_test_setup_teardown(test_too_big_and_garbage, h_setup, h_teardown),
