@@ -6,9 +6,10 @@ host, 10.79.N.{1,2,3}/24 on the host end, the other end enslaved to the
 bridge. Each daemon starts as a single node on SQLite and the cluster is
 formed the way an operator does it: `novacron cluster init` on the first
 host (its daemon starts an embedded etcd member and re-execs itself in
-cluster mode), then `novacron cluster join` on the other two. Every host is
-a control-plane host, so there are three etcd members and losing any one
-keeps a majority.
+cluster mode), then `novacron cluster join` on the other two. form() makes
+every host a control-plane host, so there are three etcd members and
+losing any one keeps a majority; init_cluster() and join(worker=True) let a
+test form other shapes, e.g. with workers, which run no member.
 
 The test reaches every daemon over its unix socket (<dir>/data/api.sock),
 which works across namespaces. A host is cut off by setting the switch end
@@ -326,10 +327,15 @@ class ClusterWatch(M.Watch):
                     state = (v["state"] if v else "-") if n.alive() else "daemon dead"
                 except Exception:  # daemon down, cut off or busy
                     state = "unreachable"
-                pids = n.qemu_pids()
+                pids = self._qemu_pids(n)
                 with self.lock:
                     self.timeline.append((time.monotonic(), n.label, state, pids))
             self.stopping.wait(0.25)
+
+    def _qemu_pids(self, node):
+        """The QEMUs of node the integrity check counts: all of them (the
+        tests that use this watch run one VM per node)."""
+        return node.qemu_pids()
 
     def check(self, fresh_boot=False):
         if not fresh_boot:
@@ -381,6 +387,15 @@ class ClusterWatch(M.Watch):
                         best = (c, hb, rt)
                         break
         return best
+
+
+class VMWatch(ClusterWatch):
+    """ClusterWatch for a node that runs several VMs: the QEMUs it samples
+    (and the check counts) are this VM's own, the ones whose command line
+    names its run dir, rather than every QEMU of the node."""
+
+    def _qemu_pids(self, node):
+        return nc.qemu_pids_for(node.run_dir(self.name) + os.sep)
 
 
 # ---- the test case ---------------------------------------------------------------
@@ -454,11 +469,10 @@ class ClusterCase(nc.TestCase):
                % (h.name, time.monotonic() - t0, c.get("controller")))
         return c
 
-    def form(self, workers=()):
-        """init on the first host, join on the others (`workers`: names of
-        hosts that join with --worker). Waits until every node holds a
-        lease, one is the controller and every node lists the test image.
-        Returns the time it took."""
+    def init_cluster(self):
+        """`novacron cluster init` on the first host; waits until its daemon
+        is back as a member. Returns (and keeps in self.token) the cluster
+        token init printed."""
         t0 = time.monotonic()
         first = self.hosts[0]
         out = first.cli("cluster", "init", "--address", first.addr, json_out=True,
@@ -468,13 +482,30 @@ class ClusterCase(nc.TestCase):
             fail("cluster init -o json: no token in %r" % out)
         self.token = token
         self.wait_clustered(first, t0)
+        return token
+
+    def join(self, h, worker=False, through=None):
+        """`novacron cluster join` on host h through host `through`'s API
+        (default: the first host), with --worker when worker; waits until
+        h's daemon is back as a member. Returns the command's stdout."""
+        t = time.monotonic()
+        through = through or self.hosts[0]
+        args = ["cluster", "join", through.endpoint, "--token", self.token, "--address", h.addr]
+        if worker:
+            args.append("--worker")
+        _, out, _ = h.cli(*args, timeout=FORM_TIMEOUT_S)
+        self.wait_clustered(h, t)
+        return out
+
+    def form(self, workers=()):
+        """init on the first host, join on the others (`workers`: names of
+        hosts that join with --worker). Waits until every node holds a
+        lease, one is the controller and every node lists the test image.
+        Returns the time it took."""
+        t0 = time.monotonic()
+        self.init_cluster()
         for h in self.hosts[1:]:
-            t = time.monotonic()
-            args = ["cluster", "join", first.endpoint, "--token", token, "--address", h.addr]
-            if h.name in workers:
-                args.append("--worker")
-            h.cli(*args, timeout=FORM_TIMEOUT_S)
-            self.wait_clustered(h, t)
+            self.join(h, worker=h.name in workers)
         names = sorted(h.name for h in self.hosts)
         last = {}
 
@@ -570,11 +601,52 @@ class ClusterCase(nc.TestCase):
                 fail("node %s has a run dir for vm %s, but the vm is not placed there"
                      % (h.name, name))
 
-    def watch(self, name):
-        w = ClusterWatch(name, self.hosts)
+    def watch(self, name, per_vm=False):
+        """Starts a two-copies watch of the VM on every host; per_vm: count
+        only the VM's own QEMUs (VMWatch), for hosts that run several VMs."""
+        w = (VMWatch if per_vm else ClusterWatch)(name, self.hosts)
         self.watches.append(w)
         w.start()
         return w
+
+    def etcdctl(self, *args, via=None, members=None):
+        """Runs ETCDCTL_API=3 etcdctl ARGS in host via's namespace (default:
+        the first host) against the etcd client URLs of the hosts in
+        members (default: via's own member), the way an operator debugs
+        the store (docs/cluster.md, Keys). Returns stdout; fails on a
+        non-zero exit."""
+        via = via or self.hosts[0]
+        eps = ",".join("http://%s:2379" % h.addr for h in (members or [via]))
+        p = subprocess.run(["ip", "netns", "exec", via.ns, "etcdctl", "--endpoints", eps,
+                            "--dial-timeout", "3s", "--command-timeout", "5s"] + list(args),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30,
+                           env=dict(os.environ, ETCDCTL_API="3"))
+        out = p.stdout.decode(errors="replace")
+        if p.returncode != 0:
+            fail("etcdctl %s (endpoints %s): exit %d: %s" % (" ".join(args), eps, p.returncode,
+                                                             p.stderr.decode(errors="replace")))
+        return out
+
+    def etcd_keys(self, prefix, **kw):
+        """The keys under prefix in the cluster store, sorted."""
+        out = self.etcdctl("get", "--prefix", "--keys-only", prefix, **kw)
+        return sorted(k for k in out.splitlines() if k.strip())
+
+    def etcd_json(self, key, **kw):
+        """The JSON value of key in the cluster store, or None when absent."""
+        out = self.etcdctl("get", "--print-value-only", key, **kw).strip()
+        if not out:
+            return None
+        try:
+            return json.loads(out)
+        except ValueError:
+            fail("etcd key %s does not hold JSON: %r" % (key, out[:300]))
+
+    def etcd_members(self, **kw):
+        """The etcd members as [(name, is_learner)], from member list."""
+        j = json.loads(self.etcdctl("member", "list", "-w", "json", **kw))
+        return sorted((m.get("name", ""), bool(m.get("isLearner"))) for m in j.get("members", []))
 
     # -- cleanup --
 
