@@ -1,5 +1,5 @@
-/* novacron node list: GET /v1/nodes, as NAME STATE ZONE VCPUS MEMORY VMS
- * CONTROLLER (VCPUS and MEMORY allocated/capacity). */
+/* novacron node list: GET /v1/nodes, as NAME STATE ROLE ZONE VCPUS MEMORY
+ * VMS CONTROLLER (VCPUS and MEMORY allocated/capacity). */
 #include "cli/args.h"
 #include "cli/call.h"
 #include "cli/nodes.h"

@@ -33,23 +33,27 @@ static void node_row(struct nc_cli *cli, const json_t *node, struct nc_cli_list_
   (void)cli;
   (void)data;
   int64_t vms = nc_cli_jint(node, "vms", -1);
+  const json_t *cp = json_object_get(node, "control_plane");
   row->cells[0] = nc_cli_jstr(node, "name");
   row->cells[1] = nc_cli_jstr(node, "state");
-  row->cells[2] = nc_cli_jstr(node, "zone");
-  ratio_cell(node, "vcpus", false, row->buf[3], sizeof row->buf[3]);
-  row->cells[3] = row->buf[3];
-  ratio_cell(node, "memory_bytes", true, row->buf[4], sizeof row->buf[4]);
+  /* a worker runs no etcd member (docs/cluster.md); an answer without the
+   * field (an older node) leaves the cell empty */
+  row->cells[2] = json_is_boolean(cp) ? (json_is_true(cp) ? "control-plane" : "worker") : NULL;
+  row->cells[3] = nc_cli_jstr(node, "zone");
+  ratio_cell(node, "vcpus", false, row->buf[4], sizeof row->buf[4]);
   row->cells[4] = row->buf[4];
+  ratio_cell(node, "memory_bytes", true, row->buf[5], sizeof row->buf[5]);
+  row->cells[5] = row->buf[5];
   if (vms >= 0) {
-    snprintf(row->buf[5], sizeof row->buf[5], "%" PRId64, vms);
-    row->cells[5] = row->buf[5];
+    snprintf(row->buf[6], sizeof row->buf[6], "%" PRId64, vms);
+    row->cells[6] = row->buf[6];
   }
-  row->cells[6] = json_is_true(json_object_get(node, "controller")) ? "yes" : NULL;
+  row->cells[7] = json_is_true(json_object_get(node, "controller")) ? "yes" : NULL;
 }
 
 int nc__cli_nodes_print(struct nc_cli *cli, const json_t *nodes) {
-  static const char *const headers[] = {"NAME", "STATE",  "ZONE", "VCPUS",
-                                        "MEMORY", "VMS", "CONTROLLER"};
+  static const char *const headers[] = {"NAME",   "STATE",  "ROLE", "ZONE",
+                                        "VCPUS",  "MEMORY", "VMS",  "CONTROLLER"};
   const struct nc_cli_list_spec spec = {.ncols = sizeof headers / sizeof *headers,
                                         .headers = headers, .row = node_row};
   return nc_cli_list_print(cli, &spec, nodes);

@@ -40,10 +40,10 @@ static const char k_not_clustered[] =
 static const char k_nodes[] = "{\"nodes\":[" NODE_N1 "," NODE_N2("ready", "") "," NODE_N3_DEAD "]}";
 
 static const char k_nodes_table[] =
-    "NAME  STATE  ZONE  VCPUS  MEMORY    VMS  CONTROLLER\n"
-    "n1    ready  z1    3/8    1.5G/16G  2    yes\n"
-    "n2    ready  z2    2/8    512M/16G  1    -\n"
-    "n3    dead   -     0/4    0/8G      0    -\n";
+    "NAME  STATE  ROLE           ZONE  VCPUS  MEMORY    VMS  CONTROLLER\n"
+    "n1    ready  control-plane  z1    3/8    1.5G/16G  2    yes\n"
+    "n2    ready  worker         z2    2/8    512M/16G  1    -\n"
+    "n3    dead   worker         -     0/4    0/8G      0    -\n";
 
 /* ---- node list, cluster status ---- */
 
