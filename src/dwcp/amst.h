@@ -178,7 +178,7 @@ int nc_amst_flush(struct nc_amst *a, int timeout_ms);
 uint64_t nc_amst_admitted(struct nc_amst *a);
 /* Waits until the peer has acknowledged the first upto of those bytes (a
  * value nc_amst_admitted gave). Lets a sender bound in-flight data by a
- * measure of its own (migrate.c: QEMU stream bytes, not wire bytes).
+ * measure of its own (migrate/stream.c: QEMU stream bytes, not wire bytes).
  * 0, -ETIMEDOUT, or the session's error (-EPIPE once the peer left). */
 int nc_amst_wait_acked(struct nc_amst *a, uint64_t upto, int timeout_ms);
 void nc_amst_stats(struct nc_amst *a, struct nc_amst_stats *out);

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 /* 3: checked frames (hashless page kinds) and DELTA_BASE. Nodes exchange
- * it before a migration and refuse another version (migrate.c). */
+ * it before a migration and refuse another version (migrate/dest.c). */
 #define NC_HDE_VERSION 3
 #define NC_HDE_PAGE 4096
 #define NC_HDE_TOKEN_MAX (NC_HDE_PAGE + 64) /* worst case: stored + header */
@@ -109,7 +109,7 @@ int nc_pcache_flush(struct nc_pcache *c);
 uint64_t nc_pcache_count(struct nc_pcache *c); /* entries held */
 uint64_t nc_pcache_slots(struct nc_pcache *c); /* capacity in pages */
 /* The directory the cache lives in (as given to nc_pcache_open; owned by
- * the cache). Per-VM migration records are kept under it (migrate.c). */
+ * the cache). Per-VM migration records are kept under it (migrate/record.c). */
 const char *nc_pcache_dir(const struct nc_pcache *c);
 /* Reserves up to pages slots for session (nonzero) out of the capacity
  * that is neither pinned nor reserved; *granted is what it could promise

@@ -21,7 +21,7 @@
  *     stream, converted at the compression ratio seen so far: there the
  *     destination's loading is the bottleneck, and 1.5 MiB of lz4 frames
  *     was 25 MiB of stream it took ~200 ms to load after the stop (the
- *     average ratio hides frames of 1-byte tokens, so migrate.c also
+ *     average ratio hides frames of 1-byte tokens, so stream.c also
  *     bounds the stream the frames in flight stand for, frame by frame);
  *   - QEMU gets the budget minus the window's drain time, half the round
  *     trip, a round trip for the disk and NC__PACE_HANDOVER_MS, and never
@@ -30,7 +30,7 @@
  * once 150 ms and 1 MiB have gone: later passes carry only what the guest
  * dirties, and a falling average says nothing about the link.
  *
- * Pure: no clock, no I/O; the caller feeds samples (migrate.c every
+ * Pure: no clock, no I/O; the caller feeds samples (handover.c every
  * ~200 ms), and unit tests drive it with a simulated link. */
 #ifndef NC_MIGRATE_PACE_H
 #define NC_MIGRATE_PACE_H
