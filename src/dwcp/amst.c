@@ -488,6 +488,7 @@ static int write_all(struct conn *c, struct iovec *iov, int n) {
 
 static void *tx_main(void *arg) {
   struct conn *c = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-amst-tx");
   struct nc_amst *a = c->a;
   const int64_t keepalive_ms = a->cfg.io_timeout_ms / 4 > 0 ? a->cfg.io_timeout_ms / 4 : 1;
   uint8_t ctl[ACK_FRAME_LEN];
@@ -637,6 +638,7 @@ static int apply_ack_locked(struct nc_amst *a, uint64_t seq, uint64_t bytes) {
 
 static void *rx_main(void *arg) {
   struct conn *c = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-amst-rx");
   struct nc_amst *a = c->a;
   uint8_t hb[NC_AMST_HEADER_LEN];
   int rc = 0;

@@ -485,6 +485,7 @@ static int dst_run(struct dst *d, struct nc_errinfo *err) {
  * on failure the VM is removed here. */
 static void *dst_main(void *arg) {
   struct dst *d = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-dst");
   struct nc_errinfo err = {0};
   d->qemu_fd = -1;
   int rc = dst_run(d, &err);

@@ -94,6 +94,7 @@ struct dir {
 
 static void *pump(void *arg) {
   struct dir *d = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-relay");
   struct nc__relay *r = d->r;
   uint8_t *buf = malloc(BUF_BYTES);
   while (buf) {
@@ -145,6 +146,7 @@ static void pump_both(struct nc__relay *r) {
 
 static void *source_main(void *arg) {
   struct nc__relay *r = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-relay");
   struct pollfd a[2] = {{r->listen_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
   if (poll(a, 2, QEMU_ACCEPT_TIMEOUT_MS) <= 0 || (a[1].revents & POLLIN))
     return NULL;
@@ -267,6 +269,7 @@ static int admit(struct nc__relay *r, int fd) {
 
 static void *dest_main(void *arg) {
   struct nc__relay *r = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-relay");
   for (;;) {
     struct pollfd a[2] = {{r->listen_fd, POLLIN, 0}, {r->wake[0], POLLIN, 0}};
     if (poll(a, 2, -1) < 0 && errno != EINTR)

@@ -447,6 +447,7 @@ rollback:
 /* The source's thread: runs the migration, then frees everything. */
 static void *src_main(void *arg) {
   struct src *s = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-src");
   struct nc_errinfo err = {0};
   s->listen_fd = s->qemu_fd = -1;
   int rc = src_run(s, &err);

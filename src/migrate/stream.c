@@ -133,6 +133,7 @@ static int sink_page(void *data, uint32_t block, uint64_t offset, const uint8_t 
  * the operation thread can watch QEMU and honour cancel meanwhile. */
 void *nc__mig_src_pump(void *arg) {
   struct src *s = arg;
+  (void)pthread_setname_np(pthread_self(), "nc-mig-pump");
   uint8_t *buf = malloc(READ_CHUNK);
   int rc = buf ? 0 : -ENOMEM;
   while (rc == 0) {
