@@ -128,5 +128,8 @@ int nc_cluster_vm_list(struct nc_cluster *c, json_t **out, struct nc_errinfo *er
  * before the guest resumes; a failure keeps the guest paused and lets the
  * source resume it. */
 int nc_cluster_claim(void *cluster, const char *vm, const char *from);
+/* Undoes nc_cluster_claim: names `to` again if the record names this node
+ * (the guest could not resume here). -EBUSY if it names another node. */
+int nc_cluster_release(void *cluster, const char *vm, const char *to);
 
 #endif

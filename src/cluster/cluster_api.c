@@ -517,10 +517,9 @@ int nc_cluster_vm_list(struct nc_cluster *c, json_t **list, struct nc_errinfo *e
   return 0;
 }
 
-int nc_cluster_claim(void *cluster, const char *vm, const char *from) {
-  struct nc_cluster *c = cluster;
-  if (!c)
-    return 0;
+/* Moves the VM's record to node `to` if it names `from` or `to` now. */
+static int move_record(struct nc_cluster *c, const char *vm, const char *from, const char *to,
+                       const char *what) {
   if (!nc__cl_lease_valid(c))
     return -ENOLCK;
   char key[128];
@@ -530,18 +529,28 @@ int nc_cluster_claim(void *cluster, const char *vm, const char *from) {
   if (!r)
     return -ENOENT;
   int rc;
-  if (strcmp(jstr(r, "node"), from) != 0 && strcmp(jstr(r, "node"), c->node) != 0) {
-    nc_warn(COMPONENT, "vm \"%s\": cannot take it over from \"%s\": the cluster has it on \"%s\"",
-            vm, from, jstr(r, "node"));
+  if (strcmp(jstr(r, "node"), from) != 0 && strcmp(jstr(r, "node"), to) != 0) {
+    nc_warn(COMPONENT, "vm \"%s\": cannot %s: the cluster has it on \"%s\"", vm, what,
+            jstr(r, "node"));
     rc = -EBUSY;
   } else {
-    json_object_set_new(r, "node", json_string(c->node));
+    json_object_set_new(r, "node", json_string(to));
     json_object_set_new(r, "status", json_string("created"));
     json_object_del(r, "evicted_from");
     rc = nc__cl_cas_json(c->cfg.store, key, rev, r, 0);
   }
   json_decref(r);
   return rc;
+}
+
+int nc_cluster_claim(void *cluster, const char *vm, const char *from) {
+  struct nc_cluster *c = cluster;
+  return c ? move_record(c, vm, from, c->node, "take it over from the source") : 0;
+}
+
+int nc_cluster_release(void *cluster, const char *vm, const char *to) {
+  struct nc_cluster *c = cluster;
+  return c ? move_record(c, vm, c->node, to, "hand it back to the source") : 0;
 }
 
 int nc_cluster_op_locate(struct nc_cluster *c, const char *id, char *addr, size_t len) {

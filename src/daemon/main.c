@@ -620,6 +620,7 @@ static int c_migrate(void *ctx, char *err, size_t len) {
       .tls = d->tls,
       .tls_mode = tls_mode,
       .claim = d->cluster ? nc_cluster_claim : NULL,
+      .release = d->cluster ? nc_cluster_release : NULL,
       .claim_data = d->cluster,
   };
   int rc = nc_migrate_new(&mc, &d->migrate);

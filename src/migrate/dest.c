@@ -50,6 +50,7 @@ struct dst {
   uint8_t *plain;                /* a DATA frame, unpacked: BATCH_MAX */
   uint8_t *out;                  /* the stream rebuilt for QEMU: OUT_MAX */
   size_t olen;
+  bool keep_failed;  /* on failure, keep the VM here (paused, failed) */
   int64_t end_ms;    /* when the stream ended (END), for the hand-over log */
   int64_t rx_cpu_ms; /* this thread's CPU while receiving, for the same */
 };
@@ -446,6 +447,23 @@ static int dst_take_over(struct dst *d, struct nc_errinfo *err) {
   char desc[200];
   rc = nc__mig_qmp(d->x, "cont", NULL, NULL, desc, sizeof desc);
   if (rc) {
+    /* The source, finding no VM here, resumes its copy: the record must
+     * name it again first, or the cluster (HA) would start a second copy
+     * here. If it cannot, keep this paused copy and let the source keep
+     * its own paused (it never hears "running"): one of them, by hand. */
+    int rel = d->m->cfg.claim && d->m->cfg.release
+                  ? d->m->cfg.release(d->m->cfg.claim_data, nc_vmm_ext_name(d->x), d->source)
+                  : 0;
+    if (rel) {
+      d->keep_failed = true;
+      nc_vmm_ext_set_state(d->x, NC_VM_FAILED,
+                           "migrated in but QEMU would not resume, and the cluster record "
+                           "could not be handed back to the source; both copies stay paused: "
+                           "resume one, delete the other");
+      return nc_errinfo_set(err, 500, "hypervisor_error", NULL,
+                            "cont failed: %s; the cluster record could not be handed back (%s)",
+                            desc, nc_strerror(rel));
+    }
     nc_vmm_ext_set_state(d->x, NC_VM_FAILED, "migrated in but QEMU would not resume");
     return nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cont failed: %s", desc);
   }
@@ -508,10 +526,8 @@ static void *dst_main(void *arg) {
   if (d->m->cfg.pcache)
     nc_pcache_unpin_all(d->m->cfg.pcache, d->session64);
   struct nc_migrate *m = d->m;
-  if (m->m_total)
-    nc_metric_add(m->m_total,
-                  (const char *const[]){"destination", rc == 0 ? "succeeded" : "failed"}, 1);
-  nc_vmm_ext_finish(d->x, rc, &err, rc == 0 ? NC_EXT_KEEP : NC_EXT_REMOVE);
+  nc__mig_count(m, "destination", rc == 0 ? "succeeded" : "failed");
+  nc_vmm_ext_finish(d->x, rc, &err, rc == 0 || d->keep_failed ? NC_EXT_KEEP : NC_EXT_REMOVE);
   free(d);
   nc__mig_thread_done(m);
   return NULL;

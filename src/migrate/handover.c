@@ -84,17 +84,22 @@ static void src_rollback(struct src *s) {
                        "migration rolled back; the vm stays on this node");
 }
 
-/* After COMMIT_ACK without RESUMED: ask the destination what it has. */
+/* After COMMIT_ACK without RESUMED: ask the destination what it has.
+ * Only "running" settles it there. "paused" is not an answer: the
+ * destination records that just before it resumes the guest, and if QEMU
+ * then refuses, it removes the VM (a 404 here, and we resume ours); taking
+ * "paused" for success would leave the VM nowhere. */
 static int src_settle_unconfirmed(struct src *s, struct nc_errinfo *err) {
-  char path[128];
+  char path[128], seen[32] = "";
   snprintf(path, sizeof path, "/v1/vms/%s", s->name);
   for (int i = 0; i < 20; i++) {
     long status = 0;
     json_t *vm = NULL;
     int rc = nc__peer_call("GET", s->to, path, s->token, NULL, 3000, &status, &vm);
     const char *state = vm ? json_string_value(json_object_get(vm, "state")) : NULL;
-    if (rc == 0 && status == 200 && state &&
-        (strcmp(state, "running") == 0 || strcmp(state, "paused") == 0)) {
+    if (rc == 0 && status == 200 && state)
+      snprintf(seen, sizeof seen, "%s", state);
+    if (rc == 0 && status == 200 && state && strcmp(state, "running") == 0) {
       json_decref(vm);
       nc_warn("migrate", "vm \"%s\": %s confirmed it runs the vm after the session dropped",
               s->name, s->to);
@@ -112,8 +117,14 @@ static int src_settle_unconfirmed(struct src *s, struct nc_errinfo *err) {
   }
   nc_vmm_ext_set_state(s->x, NC_VM_FAILED,
                        "hand-over unconfirmed: the destination did not confirm it resumed the "
-                       "vm and cannot be asked; it is left paused here so it never runs twice. "
-                       "Check the destination, then delete it here or resume it here");
+                       "vm; it is left paused here so it never runs twice. Check the "
+                       "destination, then delete it here or resume it here");
+  if (seen[0])
+    return nc_errinfo_set(err, 500, "migration_unconfirmed", NULL,
+                          "vm \"%s\": the destination %s holds the vm but never reported it "
+                          "running (last state \"%s\"); the vm is paused here (see its state "
+                          "reason)",
+                          s->name, s->to, seen);
   return nc_errinfo_set(err, 500, "migration_unconfirmed", NULL,
                         "vm \"%s\": the destination %s did not confirm the hand-over and cannot "
                         "be reached; the vm is paused here (see its state reason)",
@@ -189,10 +200,14 @@ static int src_precopy_failed(struct src *s, const char *final, const char *qsta
                    "running here. Retry with a larger max_downtime_ms or on a faster link",
                    s->name, s->converge_timeout_s);
   } else {
+    char perr[sizeof s->pump_err];
+    pthread_mutex_lock(&s->mu);
+    memcpy(perr, s->pump_err, sizeof perr);
+    pthread_mutex_unlock(&s->mu);
     rc = NC_E_HV;
     nc_errinfo_set(err, 500, "migration_failed", NULL,
                    "migration of vm \"%s\" failed (QEMU: %s%s%s); it keeps running here",
-                   s->name, qstatus, s->pump_err[0] ? "; " : "", s->pump_err);
+                   s->name, qstatus, perr[0] ? "; " : "", perr);
   }
   nc_amst_send(s->a, MSG_ABORT, err->message, strlen(err->message));
   nc_amst_abort(s->a);
@@ -210,6 +225,7 @@ int nc__mig_src_precopy(struct src *s, struct nc_errinfo *err) {
   nc_amst_stats(s->a, &cs); /* from here, not counting the summary and probe */
   uint64_t wire0 = cs.bytes_sent;
   s->qemu_downtime_ms = -1;
+  s->downtime_ms = -1;
   for (;;) {
     json_t *info = NULL;
     if (nc__mig_qmp(s->x, "query-migrate", NULL, &info, NULL, 0) == 0) {
@@ -306,7 +322,8 @@ int nc__mig_src_hand_over(struct src *s, struct nc_errinfo *err) {
   }
   free(payload);
   int64_t t_resumed = now_ms();
-  if (rc || type != MSG_RESUMED) {
+  bool confirmed = rc == 0 && type == MSG_RESUMED;
+  if (!confirmed) {
     rc = src_settle_unconfirmed(s, err);
     if (rc)
       return rc;
@@ -314,6 +331,12 @@ int nc__mig_src_hand_over(struct src *s, struct nc_errinfo *err) {
   pthread_mutex_lock(&s->mu);
   int64_t eof_ms = s->eof_ms;
   pthread_mutex_unlock(&s->mu);
+  /* QEMU counts from the guest's stop to the end of its stream; from there
+   * to RESUMED the guest is still paused (plus half a round trip, as the
+   * confirmation travels). Unknown when the end was settled by asking. */
+  s->downtime_ms = confirmed && s->qemu_downtime_ms >= 0
+                       ? s->qemu_downtime_ms + (t_resumed - eof_ms)
+                       : -1;
   nc_info("migrate", "vm \"%s\": hand-over: QEMU reported %lld ms of downtime up to the end of "
           "its stream; from there, +%lld ms completed, +%lld ms disk done, +%lld ms granted, "
           "+%lld ms destination resumed (downtime-limit %lld ms); stream pump CPU %lld ms",
@@ -341,14 +364,23 @@ void nc__mig_src_report(struct src *s) {
     nc_pcache_flush(s->m->cfg.pcache);
   }
   int64_t total_ms = now_ms() - s->t0_ms;
+  json_t *spec = nc_vmm_ext_spec(s->x);
+  json_int_t ram = json_integer_value(json_object_get(spec, "memory_bytes"));
+  json_decref(spec);
+  char down[48] = "", share[64] = "";
+  if (s->downtime_ms >= 0)
+    snprintf(down, sizeof down, ", downtime %lld ms", (long long)s->downtime_ms);
+  if (ram > 0)
+    snprintf(share, sizeof share, " (%.1f%% of the guest's %.0f MiB of RAM)",
+             100.0 * (double)as.bytes_sent / (double)ram, (double)ram / 1048576.0);
   char msg[768];
   snprintf(msg, sizeof msg,
-           "migrated to %s in %.2f s (%s), %s: %.1f MiB on the wire for %.1f MiB of stream; "
+           "migrated to %s in %.2f s (%s)%s, %s: %.1f MiB on the wire for %.1f MiB of stream%s; "
            "pages %llu: zero %llu, ref %llu, delta %llu, raw %llu, stored %llu (against the "
            "last migration's record: ref %llu, delta %llu; against the kernel file: delta %llu)",
-           s->to, (double)total_ms / 1000.0, s->mode, as.tls[0] ? as.tls : "no TLS",
-           (double)as.bytes_sent / 1048576.0,
-           (double)s->raw_bytes / 1048576.0, (unsigned long long)hs.pages,
+           s->to, (double)total_ms / 1000.0, s->mode, down, as.tls[0] ? as.tls : "no TLS",
+           (double)as.bytes_sent / 1048576.0, (double)s->raw_bytes / 1048576.0, share,
+           (unsigned long long)hs.pages,
            (unsigned long long)hs.zero, (unsigned long long)(hs.ref + hs.prev),
            (unsigned long long)(hs.delta + hs.delta_prev + hs.delta_base),
            (unsigned long long)hs.raw, (unsigned long long)hs.stored,
@@ -356,10 +388,13 @@ void nc__mig_src_report(struct src *s) {
            (unsigned long long)hs.delta_base);
   nc_op_set_result(nc_vmm_ext_op(s->x), msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
-  if (s->m->m_total) {
-    nc_metric_add(s->m->m_total, (const char *const[]){"source", "succeeded"}, 1);
+  nc__mig_count(s->m, "source", "succeeded");
+  if (s->m->m_bytes_wire) {
     nc_metric_add(s->m->m_bytes_wire, NULL, (double)as.bytes_sent);
     nc_metric_add(s->m->m_bytes_raw, NULL, (double)s->raw_bytes);
+    nc_metric_observe(s->m->m_duration, NULL, (double)total_ms / 1000.0);
+    if (s->downtime_ms >= 0)
+      nc_metric_observe(s->m->m_downtime, NULL, (double)s->downtime_ms / 1000.0);
   }
 }
 
@@ -374,9 +409,6 @@ int nc__mig_src_abandon(struct src *s, int rc) {
   s->relay = NULL;
   if (!s->handed_over)
     src_rollback(s);
-  if (s->m->m_total)
-    nc_metric_add(s->m->m_total,
-                  (const char *const[]){"source", rc == NC_E_CANCELLED ? "cancelled" : "failed"},
-                  1);
+  nc__mig_count(s->m, "source", rc == NC_E_CANCELLED ? "cancelled" : "failed");
   return rc ? rc : NC_E_HV;
 }

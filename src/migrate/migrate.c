@@ -131,9 +131,25 @@ int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out)
         cfg->metrics, NC_METRIC_COUNTER, "novacron_migration_stream_bytes_total",
         "Bytes of QEMU migration stream carried by successful outgoing migrations.", NULL, NULL,
         0);
+    static const double down_b[] = {0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5};
+    m->m_downtime = nc_metrics_register(
+        cfg->metrics, NC_METRIC_HISTOGRAM, "novacron_migration_downtime_seconds",
+        "Guest pause of successful outgoing migrations, from QEMU's stop to the destination's "
+        "confirmation that it resumed the guest.",
+        NULL, down_b, sizeof down_b / sizeof *down_b);
+    static const double dur_b[] = {0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600};
+    m->m_duration = nc_metrics_register(
+        cfg->metrics, NC_METRIC_HISTOGRAM, "novacron_migration_duration_seconds",
+        "Total time of successful outgoing migrations, from the request to the hand-over.",
+        NULL, dur_b, sizeof dur_b / sizeof *dur_b);
   }
   *out = m;
   return 0;
+}
+
+void nc__mig_count(struct nc_migrate *m, const char *role, const char *result) {
+  if (m->m_total)
+    nc_metric_add(m->m_total, (const char *const[]){role, result}, 1);
 }
 
 void nc_migrate_free(struct nc_migrate *m) {

@@ -63,6 +63,9 @@ struct nc_migrate_config {
    * cluster (from the source node) after the source handed over and
    * before the guest resumes; non-zero keeps it from resuming here. */
   int (*claim)(void *data, const char *vm, const char *from);
+  /* Undoes a claim (hands the VM back to `to`, the source) when the guest
+   * then cannot resume here; set whenever claim is. */
+  int (*release)(void *data, const char *vm, const char *to);
   void *claim_data;
 };
 

@@ -113,7 +113,7 @@ struct nc_migrate {
   bool stopping;
   struct nc_amst *active[ACTIVE_MAX]; /* sessions to abort at shutdown */
   struct nc_amst_listener *waiting[ACTIVE_MAX]; /* listeners to abort at shutdown */
-  struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime;
+  struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime, *m_duration;
   struct seeded seeded[SEEDED_MAX]; /* under mu */
   int nseeded;
 };
@@ -148,6 +148,7 @@ struct src {
   char sock[1200];          /* our unix socket QEMU migrates into */
   struct nc__pace pace;     /* the send window and QEMU's downtime-limit */
   int64_t qemu_downtime_ms; /* QEMU's own figure once "completed", else -1 */
+  int64_t downtime_ms;      /* the guest's pause as seen here (hand-over), or -1 */
   bool handed_over; /* granted (COMMIT_ACK): never resume on our own; cleared
                        again only when the destination answers ABORT */
 
@@ -234,6 +235,8 @@ bool nc__mig_stopping(struct nc_migrate *m);
 int nc__mig_spawn(struct nc_migrate *m, void *(*fn)(void *), void *arg);
 /* The last call of a thread nc__mig_spawn started; m may be freed after. */
 void nc__mig_thread_done(struct nc_migrate *m);
+/* novacron_migrations_total{role, result} += 1 (no-op without metrics). */
+void nc__mig_count(struct nc_migrate *m, const char *role, const char *result);
 /* Is host a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)? Then
  * dwcp_tls = auto leaves TLS off. */
 bool nc__mig_is_loopback(const char *host);

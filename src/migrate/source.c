@@ -68,7 +68,8 @@ static void choose_mode(struct src *s, int64_t rtt_ms, double bw_mbit, struct nc
     snprintf(why, wlen, "pinned: %s (rtt %lld ms, probe %.0f Mbit/s)", mode, (long long)rtt_ms,
              bw_mbit);
   }
-  snprintf(s->mode, sizeof s->mode, "%s", mode);
+  if (mode != s->mode) /* a pinned mode is s->mode itself */
+    snprintf(s->mode, sizeof s->mode, "%s", mode);
   p->dedup = true;
   if (strcmp(mode, "datacenter") == 0) {
     p->codec = NC_HDE_LZ4; /* the CPU is the bottleneck: cheapest codec */
@@ -411,6 +412,7 @@ static int src_start_stream(struct src *s, struct nc_errinfo *err) {
   }
   pthread_mutex_init(&s->mu, NULL);
   if ((rc = pthread_create(&s->pump, NULL, nc__mig_src_pump, s)) != 0) {
+    pthread_mutex_destroy(&s->mu);
     nc_errinfo_set(err, 500, "internal", NULL, "cannot start the stream pump");
     return -rc;
   }
@@ -435,8 +437,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   rc = nc__mig_src_hand_over(s, err);
   if (rc && !s->handed_over)
     goto rollback;
-  if (rc)
-    return rc; /* settled with the destination (handover.c) */
+  if (rc) { /* settled with the destination (handover.c) */
+    nc__mig_count(s->m, "source", "failed");
+    return rc;
+  }
   nc__mig_src_report(s);
   return 0;
 

@@ -136,6 +136,7 @@ void *nc__mig_src_pump(void *arg) {
   (void)pthread_setname_np(pthread_self(), "nc-mig-pump");
   uint8_t *buf = malloc(READ_CHUNK);
   int rc = buf ? 0 : -ENOMEM;
+  char perr[sizeof s->pump_err] = ""; /* s->pump_err is written once, under s->mu */
   while (rc == 0) {
     ssize_t n = read(s->qemu_fd, buf, READ_CHUNK);
     if (n == 0)
@@ -144,8 +145,7 @@ void *nc__mig_src_pump(void *arg) {
       if (errno == EINTR)
         continue;
       rc = -errno;
-      snprintf(s->pump_err, sizeof s->pump_err, "reading the source QEMU's stream: %s",
-               strerror(errno));
+      snprintf(perr, sizeof perr, "reading the source QEMU's stream: %s", strerror(errno));
       break;
     }
     pthread_mutex_lock(&s->mu);
@@ -153,7 +153,7 @@ void *nc__mig_src_pump(void *arg) {
     pthread_mutex_unlock(&s->mu);
     rc = nc_qs_feed(s->qs, buf, (size_t)n);
     if (rc)
-      snprintf(s->pump_err, sizeof s->pump_err, "sending the stream: %s", nc_strerror(rc));
+      snprintf(perr, sizeof perr, "sending the stream: %s", nc_strerror(rc));
   }
   int64_t eof_ms = now_ms();
   if (rc == 0)
@@ -162,10 +162,11 @@ void *nc__mig_src_pump(void *arg) {
     rc = flush_batch(s);
   if (rc == 0)
     rc = nc_amst_send(s->a, MSG_END, NULL, 0);
-  if (rc && !s->pump_err[0])
-    snprintf(s->pump_err, sizeof s->pump_err, "sending the stream: %s", nc_strerror(rc));
+  if (rc && !perr[0])
+    snprintf(perr, sizeof perr, "sending the stream: %s", nc_strerror(rc));
   free(buf);
   pthread_mutex_lock(&s->mu);
+  memcpy(s->pump_err, perr, sizeof perr);
   s->pump_rc = rc;
   s->pump_done = true;
   s->eof_ms = eof_ms;

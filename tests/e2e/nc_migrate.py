@@ -543,11 +543,13 @@ FINAL_RE = re.compile(r"pages (\d+): zero (\d+), ref (\d+), delta (\d+), raw (\d
                       r"(?:, stored (\d+))?")
 WIRE_RE = re.compile(r"([\d.]+) MiB on the wire for ([\d.]+) MiB of stream")
 KERNEL_RE = re.compile(r"against the kernel file: delta (\d+)")
+DOWNTIME_RE = re.compile(r" s \(\w+\), downtime (\d+) ms, ")
+RAM_RE = re.compile(r"\(([\d.]+)% of the guest's (\d+) MiB of RAM\)")
 
 
 def parse_final(message):
     """{'pages','zero','ref','delta','raw','stored','wire_mib','stream_mib',
-    'kernel_delta'} from
+    'kernel_delta','downtime_ms','ram_pct','ram_mib'} from
     the final message of a successful migration, or {} when it does not
     have that form."""
     out = {}
@@ -561,6 +563,12 @@ def parse_final(message):
     m = KERNEL_RE.search(message or "")
     if m:
         out["kernel_delta"] = int(m.group(1))
+    m = DOWNTIME_RE.search(message or "")
+    if m:
+        out["downtime_ms"] = int(m.group(1))
+    m = RAM_RE.search(message or "")
+    if m:
+        out["ram_pct"], out["ram_mib"] = float(m.group(1)), int(m.group(2))
     return out
 
 

@@ -109,7 +109,41 @@ class Migrate(M.MigrationCase):
         if "TLSv1.3" not in (r["message"] or ""):
             return ("%s: the nodes' addresses are not loopback, so dwcp_tls = auto must have "
                     "used TLS 1.3, but the summary does not say so: %r" % (label, r["message"]))
+        # The issue's summary: downtime and the wire bytes against the
+        # guest's RAM (the VM has 256 MiB).
+        if "downtime_ms" not in f or "ram_pct" not in f:
+            return ("%s: the summary gives no downtime or no share of the guest's RAM: %r"
+                    % (label, r["message"]))
+        if f["ram_mib"] != 256 or abs(f["ram_pct"] - 100.0 * f["wire_mib"] / 256) > 0.2:
+            return ("%s: the summary's RAM share %.1f%% of %d MiB does not match %.1f MiB on "
+                    "the wire over the VM's 256 MiB: %r"
+                    % (label, f["ram_pct"], f["ram_mib"], f["wire_mib"], r["message"]))
+        # The guest's own gap (host receive times, heartbeats every 100 ms)
+        # bounds the true pause from above; a figure far below it is the
+        # under-report the issue warns about (QEMU's own "downtime").
+        if not 0 < f["downtime_ms"] < 5000 or f["downtime_ms"] < r["host_gap_ms"] - 300:
+            return ("%s: the summary says downtime %d ms, but the guest's heartbeats stopped "
+                    "for %.0f ms around the switch: %r"
+                    % (label, f["downtime_ms"], r["host_gap_ms"], r["message"]))
         return None
+
+    def expect_metrics(self, node, role, want):
+        """node's /metrics counts `want` successful migrations in `role`,
+        and, for the source, as many downtime and duration observations."""
+        body = node.api.expect(200, "GET", "/metrics").body.decode()
+        nc.log("node %s migration metrics:\n  %s" % (node.label, "\n  ".join(
+            l for l in body.splitlines() if l.startswith("novacron_migration"))))
+        got = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                name, _, val = line.rpartition(" ")
+                got[name] = float(val)
+        key = 'novacron_migrations_total{role="%s",result="succeeded"}' % role
+        expect_eq("%s's %s" % (node.label, key), float(want), got.get(key))
+        if role == "source":
+            for fam in ("novacron_migration_downtime_seconds_count",
+                        "novacron_migration_duration_seconds_count"):
+                expect_eq("%s's %s" % (node.label, fam), float(want), got.get(fam))
 
     def expect_pinned(self, src, dst):
         """src's log says it pinned dst's certificate, as dst reports it."""
@@ -186,17 +220,23 @@ class Migrate(M.MigrationCase):
         watch.check()
         nc.log("A's guest is back: %s" % json.dumps({k: back[k] for k in (
             "first_seq", "guest_gap_ms")}))
+        # one migration each way: each node was source once, destination once
+        for node in (a, b):
+            self.expect_metrics(node, "source", 1)
+            self.expect_metrics(node, "destination", 1)
         problems = []
         for label, r in (("A -> B (there)", there), ("B -> A (back)", back)):
             f = r["final"]
             problem = self.check_summary(label, r)
             if problem:
                 problems.append(problem)
-            print("MIGRATION %s: %.2f s; guest-observed downtime: largest heartbeat gap around "
+            print("MIGRATION %s: %.2f s; downtime %s ms by the summary; guest-observed: "
+                  "largest heartbeat gap around "
                   "the switch %d ms in the guest's t_ms, %.0f ms in host receive times "
                   "(heartbeats every 100 ms); wire %.1f MiB for %.1f MiB of stream; pages %d: "
                   "zero %d, ref %d, delta %d, raw %d, stored %d (ref %.0f%%)"
-                  % (label, r["took_s"], r["max_gap_ms"], r["max_host_gap_ms"],
+                  % (label, r["took_s"], f.get("downtime_ms"), r["max_gap_ms"],
+                     r["max_host_gap_ms"],
                      f.get("wire_mib", -1), f.get("stream_mib", -1), f.get("pages", 0),
                      f.get("zero", 0), f.get("ref", 0), f.get("delta", 0), f.get("raw", 0),
                      f.get("stored", 0), 100.0 * f.get("ref", 0) / max(1, f.get("pages", 0))),

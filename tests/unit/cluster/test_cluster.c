@@ -272,6 +272,49 @@ static void test_place_create_and_conflict(void **state) {
   EXPECT_TRUE(rec == NULL); /* refused requests leave nothing behind */
 }
 
+static const char *record_node(struct sim *s, const char *vm, char *buf, size_t len) {
+  json_t *rec = record(s, vm);
+  snprintf(buf, len, "%s", rec ? json_string_value(json_object_get(rec, "node")) : "(none)");
+  json_decref(rec);
+  return buf;
+}
+
+/* The migration hooks: the destination claims the record from the source
+ * before it resumes the guest, and hands it back (release) when the guest
+ * then cannot resume there; neither moves a record a third node holds. */
+static void test_claim_and_release(void **state) {
+  struct sim *s = *state;
+  wait_formed(s);
+  json_t *out = NULL;
+  struct nc_errinfo err = {0};
+  EXPECT_RC(create(s, 0, "{\"name\":\"mv\",\"image\":\"img\",\"node\":\"n1\"}", &out, &err), 0);
+  json_decref(out);
+  /* n2 holds a local copy, as a destination does while it migrates in
+   * (else its agent drops a record naming it for a VM it does not have) */
+  json_t *req = json_loads("{\"name\":\"mv\",\"image\":\"img\"}", 0, NULL);
+  EXPECT_RC(nc_vmm_create(s->n[1].vmm, req, &out, &err), 0);
+  json_decref(req);
+  json_decref(out);
+  char node[64];
+  EXPECT_STR(record_node(s, "mv", node, sizeof node), "n1");
+  EXPECT_RC(nc_cluster_claim(s->n[1].cl, "mv", "n1"), 0);
+  EXPECT_STR(record_node(s, "mv", node, sizeof node), "n2");
+  /* n3 cannot take it from n1 any more, nor hand back what it does not hold */
+  EXPECT_RC(nc_cluster_claim(s->n[2].cl, "mv", "n1"), -EBUSY);
+  EXPECT_RC(nc_cluster_release(s->n[2].cl, "mv", "n1"), -EBUSY);
+  EXPECT_STR(record_node(s, "mv", node, sizeof node), "n2");
+  EXPECT_RC(nc_cluster_release(s->n[1].cl, "mv", "n1"), 0);
+  EXPECT_STR(record_node(s, "mv", node, sizeof node), "n1");
+  json_t *rec = record(s, "mv");
+  EXPECT_STR(json_string_value(json_object_get(rec, "status")), "created");
+  json_decref(rec);
+  /* a release after the source already holds it again changes nothing */
+  EXPECT_RC(nc_cluster_release(s->n[1].cl, "mv", "n1"), 0);
+  EXPECT_STR(record_node(s, "mv", node, sizeof node), "n1");
+  EXPECT_RC(nc_cluster_claim(s->n[1].cl, "nope", "n1"), -ENOENT);
+  EXPECT_RC(nc_cluster_release(s->n[1].cl, "nope", "n1"), -ENOENT);
+}
+
 static void test_anti_affinity_cordon_and_pin(void **state) {
   struct sim *s = *state;
   wait_formed(s);
@@ -452,6 +495,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_place_create_and_conflict, setup, teardown),
       cmocka_unit_test_setup_teardown(test_anti_affinity_cordon_and_pin, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_claim_and_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_not_ready, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ha_restart_elsewhere, setup, teardown),
   };
