@@ -388,6 +388,21 @@ void nc__mig_src_report(struct src *s) {
            (unsigned long long)hs.delta_base);
   nc_op_set_result(nc_vmm_ext_op(s->x), msg);
   nc_info("migrate", "vm \"%s\": %s", s->name, msg);
+  /* Per stream: whether the load spread, and whether BBR took. */
+  char per[1024];
+  size_t used = 0;
+  per[0] = '\0';
+  for (int i = 0; i < as.streams && i < NC_AMST_STREAMS_MAX && used < sizeof per; i++) {
+    const struct nc_amst_stream_stats *st = &as.s[i];
+    int w = snprintf(per + used, sizeof per - used, "%s#%d %.1f MiB in %llu frames, rtt %.1f ms, "
+                     "cwnd %u, %s", i ? "; " : "", i, (double)st->bytes_sent / 1048576.0,
+                     (unsigned long long)st->frames_sent, st->rtt_us / 1000.0, st->cwnd,
+                     st->cc[0] ? st->cc : "?");
+    if (w < 0)
+      break;
+    used += (size_t)w;
+  }
+  nc_info("migrate", "vm \"%s\": streams: %s", s->name, per);
   nc__mig_count(s->m, "source", "succeeded");
   if (s->m->m_bytes_wire) {
     nc_metric_add(s->m->m_bytes_wire, NULL, (double)as.bytes_sent);
