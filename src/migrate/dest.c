@@ -535,8 +535,9 @@ static void *dst_main(void *arg) {
 
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err) {
-  static const char *const allowed[] = {"vm",          "source",      "streams",     "tls",
-                                        "fingerprint", "prev_record", "hde_version", NULL};
+  static const char *const allowed[] = {"vm",          "source",      "streams",
+                                        "tls",         "fingerprint", "prev_record",
+                                        "hde_version", "base_disk",   NULL};
   if (!json_is_object(body))
     return nc_errinfo_set(err, 400, "bad_json", NULL, "the request body must be a JSON object");
   int rc = nc_json_check_fields(body, allowed, "incoming migration", err);
@@ -599,6 +600,11 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
   if (want_tls && !fv)
     return nc_errinfo_set(err, 400, "missing_field", "fingerprint",
                           "with tls, fingerprint (the source's certificate SHA-256) is required");
+  /* The overlay we would create reads what the VM never wrote from our
+   * base disk of its image: the same content as the source's, or nothing
+   * is created here. */
+  if ((rc = nc__mig_dst_check_base_disk(m, body, err)) != 0)
+    return rc;
   struct dst *d = calloc(1, sizeof *d);
   if (!d)
     return -ENOMEM;

@@ -17,6 +17,7 @@
 #include "migrate/migrate_int.h"
 #include "obs/metrics.h"
 #include "util/log.h"
+#include "vm/imgid.h"
 
 int64_t nc__mig_thread_cpu_ms(void) {
   struct timespec ts;
@@ -118,6 +119,11 @@ int nc_migrate_new(const struct nc_migrate_config *cfg, struct nc_migrate **out)
    * third of the kernel's cost of one write each. */
   if (cfg->pcache && nc_pcache_set_write_behind(cfg->pcache, true) != 0)
     nc_warn("migrate", "page cache: no memory for write-behind; writing each page");
+  int rc = nc_imgid_cache_new(IMGID_CACHE_ENTRIES, &m->imgids);
+  if (rc) {
+    free(m);
+    return rc;
+  }
   pthread_mutex_init(&m->mu, NULL);
   pthread_cond_init(&m->cv, NULL);
   if (cfg->metrics) {
@@ -168,5 +174,6 @@ void nc_migrate_free(struct nc_migrate *m) {
   pthread_mutex_unlock(&m->mu);
   pthread_cond_destroy(&m->cv);
   pthread_mutex_destroy(&m->mu);
+  nc_imgid_cache_free(m->imgids);
   free(m);
 }

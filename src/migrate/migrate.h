@@ -79,10 +79,15 @@ void nc_migrate_free(struct nc_migrate *m);
 int nc_migrate_start(struct nc_migrate *m, const char *name, json_t *body, json_t **out,
                      struct nc_errinfo *err);
 /* Destination (peer API): body {"vm": spec, "source": node, "streams": N,
- * "tls": bool, "fingerprint": hex (the source's certificate)}.
+ * "tls": bool, "fingerprint": hex (the source's certificate), "hde_version":
+ * N, "base_disk": {"size": N, "xxh128": hex} or null (vm/imgid.h),
+ * "prev_record": hex}.
  * *out is {"session": hex, "port": N, "nbd_port": N, "operation": id,
  * "tls": bool, "fingerprint": hex (ours)}. 409 tls_required when the
- * source asks for plain TCP and our dwcp_tls does not allow it. */
+ * source asks for plain TCP and our dwcp_tls does not allow it; 409
+ * image_mismatch when our image of the VM's name has another base disk
+ * (checked before anything is created); 409 incompatible_version without
+ * hde_version or base_disk (an older source). */
 int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                         struct nc_errinfo *err);
 

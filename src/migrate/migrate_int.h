@@ -10,7 +10,9 @@
  *   stream.c    source: QEMU's stream to HDE-encoded DATA frames (the pump)
  *   handover.c  source: precopy, the hand-over and rollback (exactly one
  *               copy, see migrate.h)
- *   dest.c      nc_migrate_incoming and the destination's thread */
+ *   dest.c      nc_migrate_incoming and the destination's thread
+ *   basedisk.c  the base disk both nodes must share: named by the source,
+ *               checked by the destination before it prepares anything */
 #ifndef NC_MIGRATE_MIGRATE_INT_H
 #define NC_MIGRATE_MIGRATE_INT_H
 
@@ -33,6 +35,7 @@ struct nc__relay;
 struct nc_bootmap;
 struct nc_qs_parser;
 struct nc_vmm_ext;
+struct nc_imgid_cache;
 
 /* AMST message types. Layouts (big endian; changing them breaks
  * compatibility between nodes):
@@ -116,6 +119,7 @@ struct nc_migrate {
   struct nc_metric *m_total, *m_bytes_raw, *m_bytes_wire, *m_downtime, *m_duration;
   struct seeded seeded[SEEDED_MAX]; /* under mu */
   int nseeded;
+  struct nc_imgid_cache *imgids; /* base-disk identities (basedisk.c) */
 };
 
 /* One outgoing migration: source.c sets it up, stream.c's pump thread
@@ -274,6 +278,24 @@ struct nc_hde_rec *nc__mig_rec_load(struct nc_migrate *m, const char *name);
 /* Saves r (NULL: nothing) as the VM's record and prunes the oldest; r
  * stays the caller's. Failures are warnings: a record is only a hint. */
 void nc__mig_rec_store(struct nc_migrate *m, const char *name, struct nc_hde_rec *r);
+
+/* ---- basedisk.c: the base disk both nodes must share ---------------------- */
+
+/* Base-disk identities a daemon keeps (vm/imgid.h), one per file. */
+#define IMGID_CACHE_ENTRIES 64
+/* Source: *field is the prepare request's "base_disk" for vm, of image
+ * `image`: its base disk's identity, or JSON null when the image has none
+ * (new reference, the caller's). On failure err says why (the base disk
+ * cannot be read) and *field is untouched. */
+int nc__mig_src_base_disk(struct nc_migrate *m, const char *vm, const char *image,
+                          json_t **field, struct nc_errinfo *err);
+/* Destination, before anything is created for an incoming request body:
+ * 0 when the source's "base_disk" is what the image of the same name has
+ * here (both null included, and when the spec or the image cannot be
+ * used, which nc_vmm_ext_incoming refuses next). Else 409 image_mismatch,
+ * 409 incompatible_version (no base_disk: an older source), 400 (a
+ * malformed one) or 422 (our base disk cannot be read), in err. */
+int nc__mig_dst_check_base_disk(struct nc_migrate *m, json_t *body, struct nc_errinfo *err);
 
 /* ---- stream.c: source, QEMU's stream to DATA frames --------------------- */
 

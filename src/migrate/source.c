@@ -96,11 +96,22 @@ static int src_prepare_dest(struct src *s, struct nc_errinfo *err) {
   if (mc->tls)
     nc_tls_fp_to_hex(nc_tls_fingerprint(mc->tls), own_fp);
   json_t *spec = nc_vmm_ext_spec(s->x);
+  /* The destination's overlay will read what the VM never wrote from its
+   * own base disk of the same image: it refuses one that differs. */
+  json_t *base_disk = NULL;
+  int rc = nc__mig_src_base_disk(s->m, s->name,
+                                 json_string_value(json_object_get(spec, "image")), &base_disk,
+                                 err);
+  if (rc) {
+    json_decref(spec);
+    return rc;
+  }
   json_t *req = json_pack("{s:o, s:s, s:i, s:b}", "vm", spec, "source", mc->node_name, "streams",
                           s->streams, "tls", s->tls);
   if (own_fp[0])
     json_object_set_new(req, "fingerprint", json_string(own_fp));
   json_object_set_new(req, "hde_version", json_integer(NC_HDE_VERSION));
+  json_object_set_new(req, "base_disk", base_disk);
   if (mc->pcache && (s->prev = nc__mig_rec_load(s->m, s->name)) != NULL) {
     uint8_t dg[16];
     char hex[33];
@@ -110,8 +121,8 @@ static int src_prepare_dest(struct src *s, struct nc_errinfo *err) {
   }
   long status = 0;
   json_t *resp = NULL;
-  int rc = nc__peer_call("POST", s->to, "/v1/migrations/incoming", s->token, req,
-                         PEER_TIMEOUT_MS, &status, &resp);
+  rc = nc__peer_call("POST", s->to, "/v1/migrations/incoming", s->token, req, PEER_TIMEOUT_MS,
+                     &status, &resp);
   json_decref(req);
   if (rc) {
     json_decref(resp);
@@ -119,8 +130,14 @@ static int src_prepare_dest(struct src *s, struct nc_errinfo *err) {
                           "cannot reach the destination %s: %s", s->to, nc_strerror(rc));
   }
   if (status != 200 && status != 201) {
-    const char *msg = json_string_value(json_object_get(json_object_get(resp, "error"), "message"));
-    rc = nc_errinfo_set(err, status == 401 ? 401 : 409, "peer_refused", "to",
+    json_t *perr = json_object_get(resp, "error");
+    const char *msg = json_string_value(json_object_get(perr, "message"));
+    const char *code = json_string_value(json_object_get(perr, "code"));
+    /* A base disk that differs is the operator's to fix on the destination:
+     * its code and field say so, not the address. */
+    bool mismatch = status == 409 && code && strcmp(code, "image_mismatch") == 0;
+    rc = nc_errinfo_set(err, status == 401 ? 401 : 409,
+                        mismatch ? "image_mismatch" : "peer_refused", mismatch ? "base_disk" : "to",
                         "the destination %s refused the migration (HTTP %ld): %s", s->to, status,
                         msg ? msg : "no reason given");
     json_decref(resp);

@@ -1231,6 +1231,10 @@ int nc_vmm_console_log_path(struct nc_vmm *vmm, const char *name, char *out, siz
   return e ? 0 : not_found(name, err);
 }
 
+int nc_vmm_image_get(struct nc_vmm *vmm, const char *name, struct nc_image *out) {
+  return nc_image_get(vmm->cfg.store, name, out);
+}
+
 json_t *nc_vmm_node_json(struct nc_vmm *vmm) {
   struct sysinfo si;
   sysinfo(&si);

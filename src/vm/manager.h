@@ -94,6 +94,10 @@ int nc_vmm_clone(struct nc_vmm *vmm, const char *name, json_t *body, json_t **ou
 /* Path of the serial log of a VM (for the console tail route). */
 int nc_vmm_console_log_path(struct nc_vmm *vmm, const char *name, char *out, size_t len,
                             struct nc_errinfo *err);
+/* The image registered on this node under name (vm/image.h): 0, -ENOENT
+ * when there is none, or the store's error. */
+struct nc_image;
+int nc_vmm_image_get(struct nc_vmm *vmm, const char *name, struct nc_image *out);
 /* Node summary: capacity, allocation, VMs by state, DWCP identity. New
  * reference. */
 json_t *nc_vmm_node_json(struct nc_vmm *vmm);

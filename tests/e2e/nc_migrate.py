@@ -21,6 +21,7 @@ namespaces.
 
 import collections
 import fcntl
+import json
 import os
 import pty
 import re
@@ -538,6 +539,25 @@ def expect_no_qemu(node):
 # tests that call POST /v1/migrations/incoming themselves.
 with open(os.path.join(nc.SRC, "src", "dwcp", "hde.h")) as _f:
     HDE_VERSION = int(re.search(r"#define NC_HDE_VERSION (\d+)", _f.read()).group(1))
+
+IMGID = os.path.join(nc.BUILD, "bin", "nc-imgid")
+
+
+def base_disk(path=None):
+    """The identity of a base disk file (default: the test image's) as a
+    source sends it in POST /v1/migrations/incoming: {"size", "xxh128"}
+    (tools/nc-imgid, src/vm/imgid.h)."""
+    if path is None:
+        with open(nc.IMAGE_JSON) as f:
+            path = json.load(f)["disk"]
+    p = subprocess.run([IMGID, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    if p.returncode != 0:
+        fail("%s %s: exit %d: %s" % (IMGID, path, p.returncode,
+                                     p.stderr.decode(errors="replace").strip()))
+    j = json.loads(p.stdout)
+    return {"size": j["size"], "xxh128": j["xxh128"]}
+
 
 FINAL_RE = re.compile(r"pages (\d+): zero (\d+), ref (\d+), delta (\d+), raw (\d+)"
                       r"(?:, stored (\d+))?")

@@ -15,8 +15,21 @@ the certificate fingerprint in B's answer to the incoming request: the
 source must refuse B's DWCP endpoint (peer_key_mismatch) before sending
 anything, and the VM keeps running on A. B refuses an incoming request for
 plain TCP (its dwcp_tls = auto on a non-loopback address): 409
-tls_required."""
+tls_required.
 
+Base disk: B refuses an incoming request without base_disk (a source from
+before the check: 409 incompatible_version) or with a malformed one (400).
+Then B is replaced by a node C (same address) that registered the image
+name over another file: a copy of the test image's base disk with one byte
+changed. The migration fails with image_mismatch naming the image and the
+fix, the VM keeps running on A with its memory intact, and C has no VM
+record, no operation, no QEMU and no VM directory. C refuses the same way
+a request whose image has a disk only on one side (409 image_mismatch) and,
+once its base disk file is gone, any request for that image (422)."""
+
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -192,11 +205,26 @@ class MigrateBadInput(M.MigrationCase):
         self.unchanged(a, b, vm, ops_a, ops_b, "the request without hde_version")
         r = b.api.post("/v1/migrations/incoming", {"vm": {"name": NAME}, "source": "a",
                                                    "streams": 1, "tls": False,
-                                                   "hde_version": M.HDE_VERSION})
+                                                   "hde_version": M.HDE_VERSION,
+                                                   "base_disk": M.base_disk()})
         nc.log("incoming request for plain TCP -> %r" % r)
         expect_eq("B's answer to a source asking for plain TCP", (409, "tls_required"),
                   (r.status, r.error.get("code")), repr(r))
         self.unchanged(a, b, vm, ops_a, ops_b, "the plain TCP request")
+        tls = {"tls": True, "fingerprint": "ab" * 32, "hde_version": M.HDE_VERSION}
+        for what, extra, want in (
+                ("without base_disk (a source from before the check)", {},
+                 (409, "incompatible_version", "base_disk")),
+                ("with a malformed base_disk", {"base_disk": {"size": 1, "xxh128": "00"}},
+                 (400, "invalid_field", "base_disk"))):
+            body = {"vm": {"name": NAME, "image": nc.IMAGE}, "source": "a", "streams": 1}
+            body.update(tls)
+            body.update(extra)
+            r = b.api.post("/v1/migrations/incoming", body)
+            nc.log("incoming request %s -> %r" % (what, r))
+            expect_eq("B's answer to a request %s" % what, want,
+                      (r.status, r.error.get("code"), r.error.get("field")), repr(r))
+            self.unchanged(a, b, vm, ops_a, ops_b, "the request %s" % what)
         proxy = subprocess.Popen(["ip", "netns", "exec", self.link.ns[1], sys.executable, "-c",
                                   MITM, b.addr, str(MITM_PORT), b.endpoint],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -227,18 +255,104 @@ class MigrateBadInput(M.MigrationCase):
         M.expect_no_qemu(b)
         watch.check()
 
+        # ---- another base disk under the image's name: refused, nothing made ----
+        c = self.node_with_other_base_disk(b)
+        ops_a, ops_c = self.ops(a), self.ops(c)
+        t = time.monotonic()
+        op = a.migrate(NAME, c)
+        done = a.wait_op(op, 60)
+        err = done.get("error") or {}
+        msg = err.get("message") or ""
+        nc.log("migrate to a node whose image has another base disk: %s after %.1f s: %r"
+               % (done["status"], time.monotonic() - t, err))
+        expect_eq("status of a migration to a node with another base disk", "failed",
+                  done["status"], "operation: %r" % done)
+        expect_eq("error code", "image_mismatch", err.get("code"), repr(err))
+        size = str(M.base_disk()["size"])
+        for part in ('image "%s"' % nc.IMAGE, size + " bytes", "same size, other content",
+                     'register the same base disk file under image "%s"' % nc.IMAGE):
+            if part not in msg:
+                fail("the image_mismatch error does not say %r: %r" % (part, msg))
+        M.expect_runs_here(a, NAME, pid=vm["pid"], heartbeats=5)
+        expect_eq("operations on A after the refused migration",
+                  sorted(ops_a + [op["id"]]), sorted(self.ops(a)))
+        expect_eq("vms on C", [], c.vm_names())
+        expect_eq("operations on C", ops_c, self.ops(c))
+        M.expect_no_qemu(c)
+        if os.path.exists(c.run_dir(NAME)):
+            fail("C refused the vm but left its directory %s: %r"
+                 % (c.run_dir(NAME), os.listdir(c.run_dir(NAME))))
+
+        # ---- only one side has a base disk; C's cannot be read ----
+        with open(nc.IMAGE_JSON) as f:
+            img = json.load(f)
+        del img["disk"]
+        img["name"] = "nc-no-disk"
+        c.api.expect(201, "POST", "/v1/images", img)
+        other = os.path.join(self.tmp, "other-base.qcow2")
+        for what, image, bd, move, want in (
+                ("a disk where C's image has none", "nc-no-disk", M.base_disk(), False,
+                 (409, "image_mismatch", "base_disk")),
+                ("no disk where C's image has one", nc.IMAGE, None, False,
+                 (409, "image_mismatch", "base_disk")),
+                ("C's base disk gone", nc.IMAGE, M.base_disk(), True,
+                 (422, "unprocessable", "base_disk"))):
+            if move:
+                os.rename(other, other + ".moved")
+            body = {"vm": {"name": NAME, "vcpus": 1, "memory_bytes": 256 << 20, "image": image,
+                           "nic": "user", "labels": {}, "cmdline_append": ""},
+                    "source": "a", "streams": 1, "base_disk": bd}
+            body.update(tls)
+            r = c.api.post("/v1/migrations/incoming", body)
+            nc.log("incoming request with %s -> %r" % (what, r))
+            expect_eq("C's answer to a request with %s" % what, want,
+                      (r.status, r.error.get("code"), r.error.get("field")), repr(r))
+            if image not in r.error.get("message", ""):
+                fail("C's refusal does not name image %s: %r" % (image, r))
+            expect_eq("vms on C", [], c.vm_names())
+            expect_eq("operations on C", ops_c, self.ops(c))
+            M.expect_no_qemu(c)
+            if os.path.exists(c.run_dir(NAME)):
+                fail("C refused the vm but made its directory %s" % c.run_dir(NAME))
+        watch.check()
+
         # ---- a stopped VM: 409 ----
         a.action(NAME, "stop", {"force": True})
         a.wait_state(NAME, "stopped", 30)
         watch.stop()
         ops_a = self.ops(a)
-        r = a.api.post("/v1/vms/%s/migrate" % NAME, {"to": b.endpoint})
+        r = a.api.post("/v1/vms/%s/migrate" % NAME, {"to": c.endpoint})
         nc.log("migrating a stopped vm -> %r" % r)
         expect_eq("migrating a stopped VM", (409, "conflict"), (r.status, r.error.get("code")),
                   repr(r))
         expect_eq("operations on A after refusing the stopped vm", ops_a, self.ops(a))
         expect_eq("state of the stopped vm after the refusal", "stopped", a.vm(NAME)["state"])
-        expect_eq("vms on B", [], b.vm_names())
+        expect_eq("vms on C", [], c.vm_names())
+
+    def node_with_other_base_disk(self, b):
+        """Stops B and starts node C at B's address, with the test image
+        registered under its name over a copy of its base disk with one byte
+        changed (same size). Returns C."""
+        with open(nc.IMAGE_JSON) as f:
+            img = json.load(f)
+        other = os.path.join(self.tmp, "other-base.qcow2")
+        shutil.copyfile(img["disk"], other)
+        with open(other, "r+b") as f:
+            f.seek(os.path.getsize(other) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x5a]))
+        ours, theirs = M.base_disk(img["disk"]), M.base_disk(other)
+        if ours == theirs:
+            fail("the changed copy %s has the identity of %s: %r" % (other, img["disk"], ours))
+        b.stop()
+        c = M.Node(self.tmp, "c", self.link.ns[1], self.link.addr[1], self.token_file)
+        self.daemons.append(c)
+        img["disk"] = other
+        c.api.expect(201, "POST", "/v1/images", img)
+        nc.log("node c at %s: image %s over %s (%r; the source's %r)"
+               % (c.endpoint, img["name"], other, theirs, ours))
+        return c
 
 
 if __name__ == "__main__":

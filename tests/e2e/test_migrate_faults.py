@@ -154,7 +154,8 @@ class MigrateFaults(M.MigrationCase):
             r = b.api.post("/v1/migrations/incoming", {"vm": spec, "source": "gone",
                                                        "streams": 2, "tls": True,
                                                        "fingerprint": fp,
-                                                       "hde_version": M.HDE_VERSION})
+                                                       "hde_version": M.HDE_VERSION,
+                                                       "base_disk": M.base_disk()})
             if r.status != 201 or not r.json.get("session") or not r.json.get("port"):
                 fail("POST /v1/migrations/incoming: expected 201 with a session and a port, "
                      "got %r" % r)
