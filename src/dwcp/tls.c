@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 
 #include "util/err.h"
+#include "util/hex.h"
 
 #define STAGE_BYTES 16384 /* one full TLS record of plaintext */
 #define CERT_DAYS 36500   /* pinned, so expiry means nothing; far away */
@@ -61,22 +62,7 @@ static int cert_fp(X509 *x, uint8_t out[NC_TLS_FP_LEN]) {
 }
 
 void nc_tls_fp_to_hex(const uint8_t fp[NC_TLS_FP_LEN], char out[NC_TLS_FP_HEX_LEN + 1]) {
-  static const char hex[] = "0123456789abcdef";
-  for (int i = 0; i < NC_TLS_FP_LEN; i++) {
-    out[2 * i] = hex[fp[i] >> 4];
-    out[2 * i + 1] = hex[fp[i] & 15];
-  }
-  out[NC_TLS_FP_HEX_LEN] = '\0';
-}
-
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
+  nc_hex_encode(fp, NC_TLS_FP_LEN, out);
 }
 
 int nc_tls_fp_parse(const char *s, uint8_t out[NC_TLS_FP_LEN]) {
@@ -84,11 +70,8 @@ int nc_tls_fp_parse(const char *s, uint8_t out[NC_TLS_FP_LEN]) {
     return NC_E_INVALID;
   bool colons = strlen(s) == NC_TLS_FP_LEN * 3 - 1;
   for (int i = 0; i < NC_TLS_FP_LEN; i++) {
-    int hi = hexval(s[0]);
-    int lo = hi < 0 ? -1 : hexval(s[1]);
-    if (lo < 0)
+    if (nc_hex_decode(s, 1, &out[i]) != 0)
       return NC_E_INVALID;
-    out[i] = (uint8_t)(hi << 4 | lo);
     s += 2;
     if (colons && i < NC_TLS_FP_LEN - 1) {
       if (*s != ':')

@@ -24,6 +24,7 @@
 #include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/hex.h"
 #include "util/log.h"
 #include "vm/manager.h"
 #include "vm/ops.h"
@@ -678,8 +679,7 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
     }
   }
   char hex[33];
-  for (int i = 0; i < 16; i++)
-    snprintf(hex + 2 * i, 3, "%02x", d->session[i]);
+  nc_hex_encode(d->session, 16, hex);
   *out = json_pack("{s:s, s:i, s:i, s:s, s:b}", "session", hex, "port",
                    nc_amst_listener_port(d->l), "nbd_port", d->nbd_port, "operation",
                    nc_op_id(nc_vmm_ext_op(d->x)), "tls", d->tls);

@@ -27,6 +27,7 @@
 #include "migrate/relay.h"
 #include "migrate/sockio.h"
 #include "util/err.h"
+#include "util/hex.h"
 #include "util/log.h"
 #include "vm/manager.h"
 #include "vm/ops.h"
@@ -44,11 +45,6 @@ static int parse_to(const char *to, char *host, size_t hlen, int *port) {
   host[colon - to] = '\0';
   *port = (int)p;
   return 0;
-}
-
-static void hex16(const uint8_t in[16], char out[33]) {
-  for (int i = 0; i < 16; i++)
-    snprintf(out + 2 * i, 3, "%02x", in[i]);
 }
 
 /* Measures the link with a 1 MiB probe and picks the mode's parameters. */
@@ -116,7 +112,7 @@ static int src_prepare_dest(struct src *s, struct nc_errinfo *err) {
     uint8_t dg[16];
     char hex[33];
     nc_hde_rec_digest(s->prev, dg);
-    hex16(dg, hex);
+    nc_hex_encode(dg, 16, hex);
     json_object_set_new(req, "prev_record", json_string(hex));
   }
   long status = 0;

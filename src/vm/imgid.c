@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "util/err.h"
+#include "util/hex.h"
 
 #define READ_CHUNK_BYTES (256u << 10) /* the one buffer a computation uses */
 #define CACHE_ENTRIES_MAX 4096
@@ -107,29 +108,13 @@ bool nc_imgid_equal(const struct nc_imgid *a, const struct nc_imgid *b) {
 }
 
 const char *nc_imgid_hex(const struct nc_imgid *id, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 16; i++) {
-    out[2 * i] = digits[id->xxh128[i] >> 4];
-    out[2 * i + 1] = digits[id->xxh128[i] & 15];
-  }
-  out[NC_IMGID_HEX_LEN] = '\0';
-  return out;
+  return nc_hex_encode(id->xxh128, sizeof id->xxh128, out);
 }
 
 json_t *nc_imgid_to_json(const struct nc_imgid *id) {
   char hex[NC_IMGID_HEX_LEN + 1];
   return json_pack("{s:I, s:s}", "size", (json_int_t)id->size_bytes, "xxh128",
                    nc_imgid_hex(id, hex));
-}
-
-static int hex_val(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 int nc_imgid_from_json(json_t *j, struct nc_imgid *out) {
@@ -140,12 +125,8 @@ int nc_imgid_from_json(json_t *j, struct nc_imgid *out) {
   if (!json_is_integer(sz) || json_integer_value(sz) < 0 || !hex ||
       strlen(hex) != NC_IMGID_HEX_LEN)
     return NC_E_INVALID;
-  for (int i = 0; i < 16; i++) {
-    int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return NC_E_INVALID;
-    out->xxh128[i] = (uint8_t)(hi << 4 | lo);
-  }
+  if (nc_hex_decode(hex, sizeof out->xxh128, out->xxh128) != 0)
+    return NC_E_INVALID;
   out->size_bytes = (uint64_t)json_integer_value(sz);
   return 0;
 }
