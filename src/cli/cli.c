@@ -18,7 +18,7 @@
 const struct nc_cli_cmd nc_cli_cmds[] = {
     {"vm", "create",
      "NAME --image IMG [--vcpus N] [--memory SIZE] [--label K=V]... [--nic user|none] "
-     "[--cmdline-append STR] [--start] [--no-wait] [--node NODE] [--ha [--ha-priority N]] "
+     "[--cmdline-append STR] [--machine TYPE] [--start] [--no-wait] [--node NODE] [--ha [--ha-priority N]] "
      "[--anti-affinity G]... [--affinity G]... [--soft-anti-affinity G]... "
      "[--soft-affinity G]... [--spread-zones G]... [--require-label K=V]... [--zone Z] "
      "[--explain]",
@@ -29,6 +29,7 @@ const struct nc_cli_cmd nc_cli_cmds[] = {
      "  --label K=V            a label; repeat for more\n"
      "  --nic user|none        network: QEMU user networking, or none\n"
      "  --cmdline-append STR   appended to the image's kernel command line\n"
+     "  --machine TYPE         QEMU machine type (default: what pc is on the node's QEMU)\n"
      "  --start                start it once defined\n" WAIT_HELP
      "\ncluster only (see docs/scheduling.md):\n"
      "  --node NODE            put it on this node (placement rules still apply)\n"

@@ -48,7 +48,7 @@ static const struct {
 #define NGROUP_FLAGS (sizeof k_group_flags / sizeof *k_group_flags)
 
 struct create_flags {
-  const char *image, *vcpus, *memory, *nic, *cmdline;
+  const char *image, *vcpus, *memory, *nic, *cmdline, *machine;
   const char *node, *ha_priority, *zone;
   bool start, no_wait, ha, explain;
   struct nc_cli_strlist labels, require_labels;
@@ -174,6 +174,9 @@ static int build_body(struct nc_cli *cli, const char *name, const struct create_
   }
   if (f->cmdline != NULL)
     json_object_set_new(body, "cmdline_append", json_string(f->cmdline));
+  /* Checked by the node, which knows what its QEMU runs. */
+  if (f->machine != NULL)
+    json_object_set_new(body, "machine", json_string(f->machine));
   json_object_set_new(body, "start", json_boolean(f->start));
 
   /* Cluster fields: only what was asked for, so a create without them
@@ -435,6 +438,7 @@ int nc_cli_cmd_vm_create(struct nc_cli *cli, int argc, char **argv) {
       {"label", NC_CLI_OPT_LIST, &f.labels},
       {"nic", NC_CLI_OPT_STR, &f.nic},
       {"cmdline-append", NC_CLI_OPT_STR, &f.cmdline},
+      {"machine", NC_CLI_OPT_STR, &f.machine},
       {"start", NC_CLI_OPT_BOOL, &f.start},
       {"no-wait", NC_CLI_OPT_BOOL, &f.no_wait},
       {"node", NC_CLI_OPT_STR, &f.node},

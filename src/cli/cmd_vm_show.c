@@ -77,6 +77,7 @@ static void print_vm(struct nc_cli *cli, const json_t *vm) {
   snprintf(buf, sizeof buf, "%" PRId64, pid);
   nc_cli_kv(f, KEYW, "PID", pid > 0 ? buf : NULL);
   nc_cli_kv(f, KEYW, "Accel", nc_cli_jstr(vm, "accel"));
+  nc_cli_kv(f, KEYW, "Machine", nc_cli_jstr(vm, "machine"));
   when(cli, vm, "created_at", buf, sizeof buf);
   nc_cli_kv(f, KEYW, "Created", buf);
   const json_t *console = json_object_get(vm, "console");

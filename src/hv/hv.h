@@ -20,6 +20,7 @@
 
 struct nc_hv;
 struct nc_hv_vm; /* one running hypervisor instance, opaque */
+struct nc_hv_machines; /* hv/machine.h */
 
 enum nc_hv_accel { NC_ACCEL_TCG, NC_ACCEL_KVM };
 
@@ -28,6 +29,7 @@ enum nc_hv_accel { NC_ACCEL_TCG, NC_ACCEL_KVM };
 struct nc_hv_spec {
   const char *name;
   const char *run_dir;    /* exists, owned by the caller */
+  const char *machine;    /* QEMU machine type ("pc-i440fx-10.0"); NULL: "pc" */
   int vcpus;
   uint64_t memory_bytes;
   const char *kernel;     /* NULL when booting from disk */
@@ -61,7 +63,7 @@ struct nc_hv_stats {
 };
 
 struct nc_hv_ops {
-  int version; /* 1 */
+  int version; /* 1, or 2 with machines() */
   const char *name;
   /* Starts the hypervisor for spec. On success *out is the caller's
    * (release with release() or kill()). The guest may still be booting. */
@@ -87,6 +89,13 @@ struct nc_hv_ops {
   /* Frees the handle; the hypervisor process keeps running. Accepts NULL. */
   void (*release)(struct nc_hv_vm *vm);
   void (*destroy)(struct nc_hv *hv);
+  /* ---- version >= 2 ---- */
+  /* The machine types this hypervisor runs (hv/machine.h). On success *out
+   * belongs to the driver and stays unchanged until destroy(); the first
+   * call may ask the hypervisor binary (a few ms). -ENOTSUP from a driver
+   * without machine types; any other error means it could not tell now
+   * and may succeed later. NULL in a driver without them. */
+  int (*machines)(struct nc_hv *hv, const struct nc_hv_machines **out);
 };
 
 struct nc_hv {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "hv/machine.h"
 #include "hv/proc.h"
 #include "hv/qemu_argv.h"
 #include "hv/qmp.h"
@@ -28,6 +30,9 @@
 #define LOG_TAIL_BYTES 1536
 #define LAST_ERROR_MAX 1024
 #define SNAPSHOT_NODE "disk0"
+/* After a failed `-machine help`, how long the failure stands before the
+ * next call asks QEMU again. */
+#define MACHINES_RETRY_MS 30000
 
 struct nc_hv_qemu {
   struct nc_hv base; /* first: the vtable hands us struct nc_hv * */
@@ -35,6 +40,12 @@ struct nc_hv_qemu {
   char qemu_img[PATH_MAX];
   int launch_timeout_ms;
   int qmp_timeout_ms;
+  /* `-machine help`, asked once per driver: the binary's list does not
+   * change while it runs (an upgrade in place is seen after a restart). */
+  pthread_mutex_t machines_mu;
+  struct nc_hv_machines *machines; /* owned; NULL until asked successfully */
+  int machines_rc;                 /* the last failure, 0 when none yet */
+  int64_t machines_failed_ms;      /* when it failed */
 };
 
 struct nc_hv_vm {
@@ -703,10 +714,47 @@ static int qemu_snapshot_delete(struct nc_hv_vm *vm, const char *tag, int timeou
   return snapshot_op(vm, SNAP_DELETE, tag, timeout_ms);
 }
 
-static void qemu_destroy(struct nc_hv *hv) { free(hv); }
+static int qemu_machines(struct nc_hv *hv, const struct nc_hv_machines **out) {
+  struct nc_hv_qemu *d = (struct nc_hv_qemu *)hv;
+  pthread_mutex_lock(&d->machines_mu);
+  int rc = 0;
+  if (!d->machines) {
+    if (d->machines_rc && now_ms() - d->machines_failed_ms < MACHINES_RETRY_MS) {
+      rc = d->machines_rc;
+      goto out;
+    }
+    struct nc_hv_machines *m = malloc(sizeof *m);
+    rc = m ? nc_hv_qemu_machines(d->qemu, m) : -ENOMEM;
+    if (rc) {
+      free(m);
+      d->machines_rc = rc;
+      d->machines_failed_ms = now_ms();
+      nc_warn("hv", "cannot list the machine types of %s (%s -machine help): %s", d->qemu,
+              d->qemu, nc_strerror(rc));
+      goto out;
+    }
+    d->machines = m;
+    d->machines_rc = 0;
+    const char *pc = nc_hv_machines_resolve(m, "pc");
+    nc_info("hv", "%s: %zu machine types; \"pc\" is %s", d->qemu, m->n, pc ? pc : "missing");
+  }
+  *out = d->machines;
+out:
+  pthread_mutex_unlock(&d->machines_mu);
+  return rc;
+}
+
+static void qemu_destroy(struct nc_hv *hv) {
+  struct nc_hv_qemu *d = (struct nc_hv_qemu *)hv;
+  if (!d)
+    return;
+  pthread_mutex_destroy(&d->machines_mu);
+  free(d->machines);
+  free(d);
+}
 
 static const struct nc_hv_ops qemu_ops = {
-    .version = 1,
+    .version = 2,
     .name = "qemu",
     .launch = qemu_launch,
     .adopt = qemu_adopt,
@@ -722,6 +770,7 @@ static const struct nc_hv_ops qemu_ops = {
     .snapshot_delete = qemu_snapshot_delete,
     .release = qemu_release,
     .destroy = qemu_destroy,
+    .machines = qemu_machines,
 };
 
 int nc_hv_qemu_new(const struct nc_hv_qemu_config *cfg, struct nc_hv **out) {
@@ -732,10 +781,12 @@ int nc_hv_qemu_new(const struct nc_hv_qemu_config *cfg, struct nc_hv **out) {
   if (!d)
     return -ENOMEM;
   d->base.ops = &qemu_ops;
+  pthread_mutex_init(&d->machines_mu, NULL);
   int rc = nc__proc_find_program(qemu, d->qemu, sizeof d->qemu);
   if (rc < 0) {
     nc_error("hv", "qemu binary \"%s\" not found or not executable (%s); install "
              "qemu-system-x86 from bookworm-backports or set its path", qemu, nc_strerror(rc));
+    pthread_mutex_destroy(&d->machines_mu);
     free(d);
     return rc;
   }
@@ -755,6 +806,10 @@ int nc_hv_qemu_new(const struct nc_hv_qemu_config *cfg, struct nc_hv **out) {
   } else {
     nc_warn("hv", "could not read the version of %s", d->qemu);
   }
+  /* Asked now, so the first VM created does not wait for it and the log
+   * says at start-up which type new VMs get. A failure is retried later. */
+  const struct nc_hv_machines *ms;
+  (void)qemu_machines(&d->base, &ms);
   *out = &d->base;
   return 0;
 }

@@ -2,7 +2,7 @@
  * processes, controlled through QMP (qmp.h), plus qemu-img helpers.
  *
  * Launch builds an argv (never a shell command line):
- *   qemu-system-x86_64 -name guest=<name> -machine pc -accel tcg|kvm
+ *   qemu-system-x86_64 -name guest=<name> -machine <type> -accel tcg|kvm
  *     -m <MiB>M -smp <n> -nodefaults -no-user-config -display none
  *     -no-shutdown -msg timestamp=on -pidfile <run>/qemu.pid
  *     -qmp unix:<run>/qmp.sock,server=on,wait=off
@@ -12,7 +12,7 @@
  *     [-kernel K [-initrd I] [-append C]]
  *     [-drive file=<disk>,if=virtio,format=qcow2,node-name=disk0]
  *     [-nic user,model=virtio-net-pci] [-incoming defer]
- * Paths are made absolute first and commas in option values are doubled
+ * <type> is spec->machine, "pc" when NULL. Paths are made absolute first and commas in option values are doubled
  * (QEMU's option syntax). QEMU is started detached (proc.h) with stdin
  * /dev/null and stdout+stderr in <run>/qemu.log, so it outlives novacrond.
  *
@@ -66,6 +66,9 @@ int nc_hv_qemu_new(const struct nc_hv_qemu_config *cfg, struct nc_hv **out);
  *   started reading the state leaves the guest stopped (QEMU's run state
  *   "restore-vm", reported as NC_HV_OTHER), because resuming a half-
  *   restored guest would run garbage.
+ * - machines: `-machine help`, run once when the driver is created and
+ *   cached for its life; a failure is logged and asked again at most
+ *   every 30 s.
  * - stats: net_rx/tx_bytes stay 0. QEMU keeps no byte counters for a
  *   user-mode (slirp) netdev and virtio-net exposes none over QMP
  *   (query-rx-filter has filters only; query-stats covers vm/vcpu). */
@@ -91,6 +94,13 @@ int nc_hv_qemu_probe_kvm(const char *qemu, const char *kernel, const char *initr
 /* Runs `<qemu_path> --version` (5 s limit) and parses "version X.Y".
  * NC_E_PROTO if the output has no version. */
 int nc_hv_qemu_version(const char *qemu_path, int *major, int *minor);
+
+struct nc_hv_machines;
+/* Runs `<qemu_path> -machine help` (5 s limit) and parses its list
+ * (hv/machine.h). NC_E_HV if QEMU exits with an error, NC_E_PROTO or
+ * NC_E_TOOBIG for output that is not a list we take. The driver's
+ * machines() calls this once and caches the answer. */
+int nc_hv_qemu_machines(const char *qemu_path, struct nc_hv_machines *out);
 
 /* Creates overlay as a qcow2 image backed by base (absolute path recorded,
  * base format detected with `qemu-img info`). Base images must never be

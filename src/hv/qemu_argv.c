@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hv/machine.h"
 #include "util/err.h"
 
 #define MIB ((uint64_t)1 << 20)
@@ -96,6 +97,8 @@ static int check_spec(const struct nc_hv_spec *s) {
     return NC_E_INVALID;
   if (s->incoming && strcmp(s->incoming, "defer") != 0)
     return NC_E_INVALID;
+  if (s->machine && !nc_hv_machine_name_valid(s->machine))
+    return NC_E_INVALID;
   return 0;
 }
 
@@ -122,7 +125,9 @@ int nc__qemu_argv_build(const char *qemu, const struct nc_hv_spec *spec,
   if (!rc) rc = pushs(a, "-name");
   if (!rc) rc = pushf(a, "guest=%s", name);
   if (!rc) rc = pushs(a, "-machine");
-  if (!rc) rc = pushs(a, "pc");
+  /* A versioned type (pinned when the VM was created) keeps the guest's
+   * hardware across QEMU upgrades and lets it migrate between releases. */
+  if (!rc) rc = pushs(a, spec->machine ? spec->machine : "pc");
   if (!rc) rc = pushs(a, "-accel");
   if (!rc) rc = pushs(a, spec->accel == NC_ACCEL_KVM ? "kvm" : "tcg");
   if (!rc) rc = pushs(a, "-m");

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hv/machine.h"
 #include "hv/proc.h"
 #include "hv/qemu.h"
 #include "util/clock.h"
@@ -18,6 +19,7 @@
 #include "util/log.h"
 
 #define VERSION_TIMEOUT_MS 5000
+#define MACHINES_TIMEOUT_MS 5000
 #define IMG_INFO_TIMEOUT_MS 30000
 #define IMG_CREATE_TIMEOUT_MS 60000
 #define IMG_OUTPUT_MAX (256 * 1024)
@@ -53,6 +55,28 @@ int nc_hv_qemu_version(const char *qemu_path, int *major, int *minor) {
   if (code != 0 || !v || sscanf(v + 8, "%d.%d", major, minor) != 2)
     return NC_E_PROTO;
   return 0;
+}
+
+int nc_hv_qemu_machines(const char *qemu_path, struct nc_hv_machines *out) {
+  char exe[PATH_MAX];
+  int rc = nc__proc_find_program(qemu_path, exe, sizeof exe);
+  if (rc < 0)
+    return rc;
+  char *argv[] = {exe, "-machine", "help", NULL};
+  /* One byte more than the cap, so output past it is seen (and refused by
+   * the parser) rather than cut silently. */
+  size_t cap = NC_HV_MACHINE_HELP_MAX + 2;
+  char *text = malloc(cap);
+  if (!text)
+    return -ENOMEM;
+  int code;
+  rc = nc__proc_run(argv, MACHINES_TIMEOUT_MS, text, cap, &code);
+  if (rc == 0 && code != 0)
+    rc = NC_E_HV;
+  if (rc == 0)
+    rc = nc_hv_machines_parse(text, out);
+  free(text);
+  return rc;
 }
 
 /* Looks for expect in the new bytes of fd, carrying the tail of the last

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hv/machine.h"
 #include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -431,6 +432,7 @@ static void spec_for_hv(struct nc_vmm *vmm, struct vm_entry *e, const struct nc_
   hs->memory_bytes = e->spec.memory_bytes;
   hs->nic_user = e->spec.nic == NC_NIC_USER;
   hs->accel = e->accel;
+  hs->machine = e->spec.machine[0] ? e->spec.machine : NULL;
   if (img) {
     snprintf(cmdline, clen, "%s%s%s", img->cmdline, e->spec.cmdline_append[0] ? " " : "",
              e->spec.cmdline_append);
@@ -895,6 +897,82 @@ static int not_found(const char *name, struct nc_errinfo *err) {
                         nc_excerpt(name, ex, sizeof ex));
 }
 
+/* The machine types of this node's hypervisor into *out: 0, -ENOTSUP for
+ * a driver without them (the noop driver, a version 1 driver), another
+ * error when it could not tell now (the driver logged why). */
+static int hv_machines(struct nc_vmm *vmm, const struct nc_hv_machines **out) {
+  const struct nc_hv_ops *ops = vmm->cfg.hv->ops;
+  *out = NULL;
+  if (ops->version < 2 || !ops->machines)
+    return -ENOTSUP;
+  return ops->machines(vmm->cfg.hv, out);
+}
+
+/* Pins spec->machine at creation: the versioned type that the type asked
+ * for ("" asks for "pc") resolves to on this node's QEMU, so the guest
+ * keeps its hardware when QEMU is upgraded and can migrate to a node with
+ * another release. When QEMU cannot be asked, the VM runs the type as
+ * given, unpinned, as before machine types were pinned; a create never
+ * fails for that. A type QEMU does not list is 422 if the user asked for
+ * it. */
+static int pin_machine(struct nc_vmm *vmm, struct nc_vm_spec *spec, struct nc_errinfo *err) {
+  bool asked = spec->machine[0] != '\0';
+  char want[NC_VM_MACHINE_MAX + 1];
+  snprintf(want, sizeof want, "%s", asked ? spec->machine : "pc");
+  snprintf(spec->machine, sizeof spec->machine, "%s", want);
+  const struct nc_hv_machines *ms;
+  int rc = hv_machines(vmm, &ms);
+  if (rc == -ENOTSUP)
+    return 0;
+  if (rc) {
+    nc_warn("vm", "vm \"%s\": the hypervisor's machine types are unknown (%s); it gets machine "
+            "\"%s\" unpinned, so its virtual hardware follows QEMU upgrades",
+            spec->name, nc_strerror(rc), want);
+    return 0;
+  }
+  if (!nc_hv_machine_usable(ms, want)) {
+    if (!asked) {
+      nc_warn("vm", "vm \"%s\": this node's QEMU lists no PC machine behind \"pc\"; it gets "
+              "\"pc\" unpinned", spec->name);
+      return 0;
+    }
+    char list[360];
+    nc_hv_machines_format(ms, list, sizeof list);
+    return nc_errinfo_set(err, 422, "unprocessable", "machine",
+                          "vm \"%s\": machine \"%s\" is not one this node's QEMU can run; it "
+                          "supports %s",
+                          spec->name, want, list);
+  }
+  snprintf(spec->machine, sizeof spec->machine, "%s", nc_hv_machines_resolve(ms, want));
+  return 0;
+}
+
+/* An incoming migration: the destination's QEMU must run the VM's machine
+ * type, or the stream cannot load (QEMU's migration format is only
+ * compatible between equal machine types, docs/devel/migration/
+ * compatibility.rst in QEMU). Refused before anything is created. When
+ * the types cannot be listed, the launch itself will tell. */
+static int check_incoming_machine(struct nc_vmm *vmm, const struct nc_vm_spec *spec,
+                                  struct nc_errinfo *err) {
+  const struct nc_hv_machines *ms;
+  int rc = hv_machines(vmm, &ms);
+  if (rc) {
+    if (rc != -ENOTSUP)
+      nc_warn("vm", "vm \"%s\": cannot check that this node's QEMU has machine \"%s\" (%s); "
+              "trying the migration anyway", spec->name, spec->machine, nc_strerror(rc));
+    return 0;
+  }
+  if (nc_hv_machines_resolve(ms, spec->machine))
+    return 0;
+  const char *newest = nc_hv_machines_resolve(ms, "pc");
+  return nc_errinfo_set(err, 409, "machine_unsupported", "vm.machine",
+                        "vm \"%s\" runs machine type \"%s\", which this node's QEMU does not "
+                        "support: its QEMU is older than the source's (its newest PC type is "
+                        "%s). Upgrade QEMU on this node, or migrate to a node whose QEMU is at "
+                        "least as new as the source's",
+                        spec->name, spec->machine, newest ? newest : "unknown");
+}
+
 int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err) {
   struct nc_vm_spec spec;
   bool start;
@@ -906,6 +984,10 @@ int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errin
     rc = nc_errinfo_set(err, 422, "unprocessable", "image",
                         "vm \"%s\": image \"%s\" is not registered (see `novacron image list`)",
                         spec.name, spec.image);
+    nc_vm_spec_clear(&spec);
+    return rc;
+  }
+  if ((rc = pin_machine(vmm, &spec, err)) != 0) {
     nc_vm_spec_clear(&spec);
     return rc;
   }
@@ -959,8 +1041,9 @@ int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errin
                           nc_strerror(rc));
   }
   add_locked(vmm, e);
-  nc_info("vm", "vm \"%s\": defined (%d vcpu, %llu MiB, image %s)", e->spec.name,
-          e->spec.vcpus, (unsigned long long)(e->spec.memory_bytes >> 20), e->spec.image);
+  nc_info("vm", "vm \"%s\": defined (%d vcpu, %llu MiB, image %s, machine %s)", e->spec.name,
+          e->spec.vcpus, (unsigned long long)(e->spec.memory_bytes >> 20), e->spec.image,
+          e->spec.machine);
   nc_events_publish(vmm->cfg.events, "vm.created", json_pack("{s:s}", "vm", e->spec.name));
   json_t *opj = json_null();
   if (start) {
@@ -1331,6 +1414,10 @@ int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec_json, const char *kind,
     rc = nc_errinfo_set(err, 422, "unprocessable", "image",
                         "vm \"%s\": image \"%s\" is not registered on the destination node",
                         spec.name, spec.image);
+    nc_vm_spec_clear(&spec);
+    return rc;
+  }
+  if ((rc = check_incoming_machine(vmm, &spec, err)) != 0) {
     nc_vm_spec_clear(&spec);
     return rc;
   }

@@ -68,7 +68,10 @@ void nc_vmm_free(struct nc_vmm *vmm);
 void nc_vmm_set_accel(struct nc_vmm *vmm, enum nc_hv_accel accel);
 
 /* Each returns 0 with a new JSON reference in *out, or a negative code with
- * err filled for the user. */
+ * err filled for the user. Create pins the VM's machine type: the
+ * versioned type the requested one ("pc" by default) is on this node's
+ * hypervisor (ops->machines, asked once per daemon), "pc" unpinned with a
+ * warning when it cannot be asked; 422 on "machine" for a type it lacks. */
 int nc_vmm_create(struct nc_vmm *vmm, json_t *req, json_t **out, struct nc_errinfo *err);
 int nc_vmm_get(struct nc_vmm *vmm, const char *name, json_t **out, struct nc_errinfo *err);
 json_t *nc_vmm_list(struct nc_vmm *vmm);
@@ -123,8 +126,11 @@ int nc_vmm_ext_begin(struct nc_vmm *vmm, const char *name, enum nc_vm_action act
                      struct nc_errinfo *err);
 /* Defines a VM arriving by migration from its stored spec (as in
  * nc_vmm_ext_spec), records it as migrating, prepares its disk overlay and
- * launches its hypervisor waiting for the incoming stream (paused until
- * resumed). 409 if the name exists, 422 if the image is not registered. */
+ * launches its hypervisor, with the spec's machine type, waiting for the
+ * incoming stream (paused until resumed). 409 if the name exists, 422 if
+ * the image is not registered, 409 machine_unsupported (field vm.machine)
+ * if this node's QEMU lacks the machine type; all before anything is
+ * created. */
 int nc_vmm_ext_incoming(struct nc_vmm *vmm, json_t *spec, const char *kind,
                         struct nc_vmm_ext **x, struct nc_errinfo *err);
 struct nc_op *nc_vmm_ext_op(struct nc_vmm_ext *x);

@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hv/machine.h"
 #include "util/err.h"
 #include "util/size.h"
+
+_Static_assert(NC_VM_MACHINE_MAX == NC_HV_MACHINE_LEN_MAX, "a spec holds any valid machine name");
 
 bool nc_name_valid(const char *s) {
   size_t n = s ? strlen(s) : 0;
@@ -121,8 +124,9 @@ static int check_cmdline(const char *s, struct nc_errinfo *err) {
 
 int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
                             struct nc_errinfo *err) {
-  static const char *const allowed[] = {"name", "vcpus", "memory", "image", "start",
-                                        "labels", "nic", "cmdline_append", NULL};
+  static const char *const allowed[] = {"name",   "vcpus", "memory",         "image",
+                                        "start",  "labels", "nic", "cmdline_append",
+                                        "machine", NULL};
   memset(spec, 0, sizeof *spec);
   *start = false;
   if (!json_is_object(req))
@@ -212,6 +216,18 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
     snprintf(spec->cmdline_append, sizeof spec->cmdline_append, "%s", cmdline);
   }
 
+  const char *machine;
+  if ((rc = get_string(req, "machine", false, &machine, err)))
+    return rc;
+  if (machine) {
+    if (!nc_hv_machine_name_valid(machine))
+      return nc_errinfo_set(err, 400, "invalid_field", "machine",
+                            "vm \"%s\": machine \"%s\" is not a QEMU machine type: use 1-%d "
+                            "letters, digits, '.', '_' or '-', like pc-i440fx-10.0 or q35",
+                            spec->name, nc_excerpt(machine, ex, sizeof ex), NC_VM_MACHINE_MAX);
+    snprintf(spec->machine, sizeof spec->machine, "%s", machine);
+  }
+
   v = json_object_get(req, "start");
   if (v) {
     if (!json_is_boolean(v))
@@ -232,25 +248,28 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
 json_t *nc_vm_spec_to_json(const struct nc_vm_spec *spec) {
   char mem[32];
   nc_size_format(spec->memory_bytes, mem, sizeof mem);
-  return json_pack("{s:s, s:i, s:s, s:I, s:s, s:s, s:O, s:s}", "name", spec->name, "vcpus",
-                   spec->vcpus, "memory", mem, "memory_bytes", (json_int_t)spec->memory_bytes,
-                   "image", spec->image, "nic", spec->nic == NC_NIC_USER ? "user" : "none",
-                   "labels", spec->labels ? spec->labels : json_object(), "cmdline_append",
-                   spec->cmdline_append);
+  return json_pack("{s:s, s:i, s:s, s:I, s:s, s:s, s:O, s:s, s:s}", "name", spec->name,
+                   "vcpus", spec->vcpus, "memory", mem, "memory_bytes",
+                   (json_int_t)spec->memory_bytes, "image", spec->image, "nic",
+                   spec->nic == NC_NIC_USER ? "user" : "none", "labels",
+                   spec->labels ? spec->labels : json_object(), "cmdline_append",
+                   spec->cmdline_append, "machine", spec->machine[0] ? spec->machine : "pc");
 }
 
 int nc_vm_spec_from_json(json_t *obj, struct nc_vm_spec *spec) {
-  const char *name = NULL, *image = NULL, *nic = NULL, *cmdline = "";
+  const char *name = NULL, *image = NULL, *nic = NULL, *cmdline = "", *machine = "pc";
   json_int_t vcpus = 0, mem = 0;
   json_t *labels = NULL;
   memset(spec, 0, sizeof *spec);
-  if (json_unpack(obj, "{s:s, s:I, s:I, s:s, s:s, s?o, s?s}", "name", &name, "vcpus", &vcpus,
-                  "memory_bytes", &mem, "image", &image, "nic", &nic, "labels", &labels,
-                  "cmdline_append", &cmdline) != 0)
+  if (json_unpack(obj, "{s:s, s:I, s:I, s:s, s:s, s?o, s?s, s?s}", "name", &name, "vcpus",
+                  &vcpus, "memory_bytes", &mem, "image", &image, "nic", &nic, "labels", &labels,
+                  "cmdline_append", &cmdline, "machine", &machine) != 0)
     return NC_E_INVALID;
   if (!nc_name_valid(name) || vcpus < 1 || vcpus > NC_VM_VCPUS_MAX || mem <= 0 ||
-      strlen(image) > NC_NAME_MAX || strlen(cmdline) > NC_VM_CMDLINE_MAX)
+      strlen(image) > NC_NAME_MAX || strlen(cmdline) > NC_VM_CMDLINE_MAX ||
+      !nc_hv_machine_name_valid(machine))
     return NC_E_INVALID;
+  snprintf(spec->machine, sizeof spec->machine, "%s", machine);
   snprintf(spec->name, sizeof spec->name, "%s", name);
   snprintf(spec->image, sizeof spec->image, "%s", image);
   snprintf(spec->cmdline_append, sizeof spec->cmdline_append, "%s", cmdline);

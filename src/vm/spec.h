@@ -19,6 +19,7 @@
 #define NC_VM_LABELS_MAX 32
 #define NC_VM_LABEL_LEN_MAX 63
 #define NC_VM_CMDLINE_MAX 1024
+#define NC_VM_MACHINE_MAX 63 /* = NC_HV_MACHINE_LEN_MAX */
 
 enum nc_vm_nic { NC_NIC_NONE, NC_NIC_USER };
 
@@ -30,6 +31,12 @@ struct nc_vm_spec {
   enum nc_vm_nic nic;
   json_t *labels; /* object of string → string; owned by the spec */
   char cmdline_append[NC_VM_CMDLINE_MAX + 1];
+  /* QEMU machine type. The manager pins the versioned type ("pc-i440fx-
+   * 10.0") at creation so the guest's hardware survives QEMU upgrades and
+   * migrations between releases. "" only between a create request that
+   * named none and the manager resolving it; a record stored before the
+   * field existed reads back as "pc" (unpinned, as it always ran). */
+  char machine[NC_VM_MACHINE_MAX + 1];
 };
 
 /* true when s is a valid DNS-label name. */
@@ -38,7 +45,9 @@ bool nc_name_valid(const char *s);
 int nc_name_check(const char *what, const char *field, const char *name, struct nc_errinfo *err);
 
 /* Parses a create request: {"name","vcpus","memory","image","start","labels",
- * "nic","cmdline_append"}. Rejects unknown fields, wrong types, bad values.
+ * "nic","cmdline_append","machine"}. machine is only checked for its
+ * characters here (the manager checks QEMU supports it) and left "" when
+ * absent. Rejects unknown fields, wrong types, bad values.
  * *start receives the "start" flag (default false). On success spec owns
  * a reference to its labels; release with nc_vm_spec_clear(). On failure
  * spec holds nothing and err says what was wrong. */
@@ -46,10 +55,13 @@ int nc_vm_spec_from_request(json_t *req, struct nc_vm_spec *spec, bool *start,
                             struct nc_errinfo *err);
 
 /* Serialises to the stored/API form (name, vcpus, memory, memory_bytes,
- * image, nic, labels, cmdline_append). New reference. */
+ * image, nic, labels, cmdline_append, machine: "pc" when ""). The stored
+ * form is read back by older and newer novacrond and sent to migration
+ * destinations: adding a field is compatible, renaming one is not. New
+ * reference. */
 json_t *nc_vm_spec_to_json(const struct nc_vm_spec *spec);
-/* Reads the stored form back (trusted input from our own store, but still
- * checked). */
+/* Reads the stored form back (trusted input from our own store or a
+ * migration source, but still checked). A missing machine reads as "pc". */
 int nc_vm_spec_from_json(json_t *obj, struct nc_vm_spec *spec);
 void nc_vm_spec_clear(struct nc_vm_spec *spec);
 /* Deep copy; dst must be cleared/uninitialised. */

@@ -110,6 +110,15 @@ def cmdline(pid):
         return []
 
 
+def qemu_machine(pid):
+    """The value of -machine on a QEMU's command line, or None."""
+    argv = cmdline(pid)
+    for i, a in enumerate(argv[:-1]):
+        if a == "-machine":
+            return argv[i + 1]
+    return None
+
+
 def pids_whose_cmdline_contains(text, qemu_only=False):
     """Live processes (not this one) with text in an argument."""
     out = []

@@ -21,6 +21,14 @@ class Lifecycle(nc.TestCase):
             fail("running vm has pid %r, which is not a live process" % pid)
         run_dir = d.run_dir("life")
         expect_eq("QEMU processes for %s" % run_dir, [pid], nc.qemu_pids_for(run_dir))
+        # The machine type is pinned at create to what "pc" is on this
+        # QEMU, and QEMU runs exactly that.
+        machine = vm.get("machine") or ""
+        if not machine.startswith("pc-i440fx-"):
+            fail("created vm has machine %r, want a versioned pc-i440fx-X.Y" % machine)
+        expect_eq("QEMU's -machine", machine, nc.qemu_machine(pid))
+        nc.log("vm life: machine %s, QEMU pid %d runs -machine %s"
+               % (machine, pid, nc.qemu_machine(pid)))
         serial = d.serial("life")
 
         # pause: the guest is frozen, so not one more heartbeat completes.

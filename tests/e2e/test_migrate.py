@@ -48,11 +48,20 @@ class Migrate(M.MigrationCase):
         # The destination runs it, as its record and its QEMU say.
         v = dst.wait_state(NAME, "running", 10)
         expect_eq("desired state on %s" % dst.label, "running", v["desired_state"])
-        for key in ("vcpus", "memory", "image", "cmdline_append"):
+        for key in ("vcpus", "memory", "image", "cmdline_append", "machine"):
             expect_eq("%s on %s (as on %s)" % (key, dst.label, src.label), src_vm[key], v[key])
         if not v["pid"] or not nc.pid_alive(v["pid"]):
             fail("node %s: vm record pid %r is not a live process" % (dst.label, v["pid"]))
         expect_eq("QEMUs on node %s" % dst.label, [v["pid"]], dst.qemu_pids())
+        # The destination's QEMU runs the very machine type the VM was
+        # pinned to, not its own "pc".
+        if not (src_vm.get("machine") or "").startswith("pc-i440fx-"):
+            fail("the vm's machine on %s is %r, want a pinned pc-i440fx-X.Y"
+                 % (src.label, src_vm.get("machine")))
+        expect_eq("-machine of the QEMU on %s" % dst.label, src_vm["machine"],
+                  nc.qemu_machine(v["pid"]))
+        nc.log("node %s: QEMU pid %d runs -machine %s"
+               % (dst.label, v["pid"], nc.qemu_machine(v["pid"])))
         expect_eq("serial log path on %s" % dst.label,
                   os.path.join(dst.run_dir(NAME), "serial.log"), v["console"]["log"])
         hbs = M.wait_new_heartbeats(dst, NAME, 10)

@@ -33,6 +33,8 @@ static void expect_argv(struct nc__qemu_argv *a, const char *const *want) {
   assert_null(a->argv[a->argc]);
 }
 
+/* A spec without a machine (a VM stored before types were pinned) runs
+ * the alias "pc", as it always did. */
 static void test_minimal(void **state) {
   (void)state;
   struct nc_hv_spec s = base_spec();
@@ -61,10 +63,11 @@ static void test_full(void **state) {
   s.disk = "/var/lib/nc/vms/web-1/disk.qcow2";
   s.nic_user = true;
   s.incoming = "defer";
+  s.machine = "pc-i440fx-10.0";
   struct nc__qemu_argv a;
   assert_int_equal(nc__qemu_argv_build("/q", &s, &a), 0);
   static const char *const want[] = {
-      "/q", "-name", "guest=web-1", "-machine", "pc", "-accel", "kvm", "-m", "256M", "-smp",
+      "/q", "-name", "guest=web-1", "-machine", "pc-i440fx-10.0", "-accel", "kvm", "-m", "256M", "-smp",
       "2", "-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown", "-msg",
       "timestamp=on", "-pidfile", "/var/lib/nc/vms/web-1/qemu.pid", "-qmp",
       "unix:/var/lib/nc/vms/web-1/qmp.sock,server=on,wait=off", "-chardev",
@@ -127,6 +130,10 @@ static void test_rejects(void **state) {
   REJECT(s.disk = "disk.qcow2");
   REJECT(s.incoming = "tcp:0:4444");
   REJECT(s.accel = (enum nc_hv_accel)7);
+  /* never an option smuggled into -machine */
+  REJECT(s.machine = "pc,accel=kvm");
+  REJECT(s.machine = "");
+  REJECT(s.machine = "pc i440fx");
 #undef REJECT
 }
 

@@ -73,6 +73,7 @@ static int f_launch(struct nc_hv *hv, const struct nc_hv_spec *spec, struct nc_h
   p->memory_bytes = spec->memory_bytes;
   p->nic_user = spec->nic_user;
   p->accel = spec->accel;
+  snprintf(p->machine, sizeof p->machine, "%s", spec->machine ? spec->machine : "");
   p->state = f->launch_state;
   p->pid = ++f->next_pid;
   *out = handle_new_locked(f, p);
@@ -210,8 +211,18 @@ static void f_release(struct nc_hv_vm *vm) {
 
 static void f_destroy(struct nc_hv *hv) { (void)hv; }
 
+static int f_machines(struct nc_hv *hv, const struct nc_hv_machines **out) {
+  struct fake_hv *f = drv(hv);
+  pthread_mutex_lock(&f->mu);
+  int rc = f->machines_rc ? f->machines_rc : f->machines ? 0 : -ENOTSUP;
+  if (rc == 0)
+    *out = f->machines;
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
 static const struct nc_hv_ops fake_ops = {
-    .version = 1,
+    .version = 2,
     .name = "fake",
     .launch = f_launch,
     .adopt = f_adopt,
@@ -227,6 +238,7 @@ static const struct nc_hv_ops fake_ops = {
     .snapshot_delete = f_snap_delete,
     .release = f_release,
     .destroy = f_destroy,
+    .machines = f_machines,
 };
 
 void fake_hv_init(struct fake_hv *f) {

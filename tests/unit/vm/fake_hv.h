@@ -30,6 +30,7 @@ struct fake_proc {
   char kernel[1100], disk[1200], cmdline[2200];
   bool nic_user;
   enum nc_hv_accel accel;
+  char machine[64]; /* "" when launch() got NULL ("pc") */
   int snapshots; /* saved minus deleted */
 };
 
@@ -47,6 +48,10 @@ struct fake_hv {
   enum nc_hv_state launch_state; /* state right after launch (default RUNNING) */
   int pause_rc, resume_rc, reboot_rc, shutdown_rc, snapshot_rc;
   bool gate;                  /* launch() blocks until the gate opens */
+  /* machines(): fails with machines_rc when set, else gives machines, or
+   * -ENOTSUP (a driver without machine types) when that is NULL. */
+  const struct nc_hv_machines *machines;
+  int machines_rc;
 
   /* ---- observations ---- */
   int launching;              /* launch() calls waiting at the gate */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "vm_world.h"
+#include "hv/machine.h"
 #include "obs/metrics.h"
 #include "store/store.h"
 #include "vm/events.h"
@@ -967,6 +968,187 @@ static void test_node_json(void **state) {
   check_and_stop(f);
 }
 
+/* ---- machine types ------------------------------------------------------ */
+
+/* What a QEMU 10.0 would list (abridged from tests/data/qemu). */
+static const char MACHINES_10_0[] =
+    "Supported machines are:\n"
+    "microvm              microvm (i386)\n"
+    "pc-i440fx-9.2        Standard PC (i440FX + PIIX, 1996)\n"
+    "pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-10.0)\n"
+    "pc-i440fx-10.0       Standard PC (i440FX + PIIX, 1996) (default)\n"
+    "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-10.0)\n"
+    "pc-q35-10.0          Standard PC (Q35 + ICH9, 2009)\n"
+    "none                 empty machine\n";
+
+static struct nc_hv_machines machines_10_0;
+
+static void use_machines(struct fx *f, const struct nc_hv_machines *m, int rc) {
+  pthread_mutex_lock(&f->w.hv.mu);
+  f->w.hv.machines = m;
+  f->w.hv.machines_rc = rc;
+  pthread_mutex_unlock(&f->w.hv.mu);
+}
+
+static void give_qemu_10_0(struct fx *f) {
+  EXPECT_RC(nc_hv_machines_parse(MACHINES_10_0, &machines_10_0), 0);
+  use_machines(f, &machines_10_0, 0);
+}
+
+/* The machine a started VM's hypervisor was launched with. */
+static const char *launched_machine(struct fx *f, const char *name) {
+  static char buf[64];
+  struct fake_proc *p = fake_hv_proc(&f->w.hv, name);
+  pthread_mutex_lock(&f->w.hv.mu);
+  snprintf(buf, sizeof buf, "%s", p ? p->machine : "(no process)");
+  pthread_mutex_unlock(&f->w.hv.mu);
+  return buf;
+}
+
+/* Created VMs get the versioned type the alias stands for; the hypervisor
+ * runs exactly that; a type the user names is resolved and checked. */
+static void test_machine_pinned_at_create(void **state) {
+  struct fx *f = *state;
+  give_qemu_10_0(f);
+  running_vm(f, "a");
+  EXPECT_STR(vm_field(f, "a", "machine"), "pc-i440fx-10.0");
+  EXPECT_STR(launched_machine(f, "a"), "pc-i440fx-10.0");
+
+  json_t *out;
+  struct nc_errinfo err;
+  EXPECT_RC(create(f, "{\"name\":\"b\",\"image\":\"img\",\"machine\":\"q35\"}", &out, &err),
+            0);
+  EXPECT_STR(jstr(json_object_get(out, "vm"), "machine"), "pc-q35-10.0");
+  json_decref(out);
+  EXPECT_RC(create(f, "{\"name\":\"c\",\"image\":\"img\",\"machine\":\"pc-i440fx-9.2\"}",
+                   &out, &err),
+            0);
+  json_decref(out);
+  act_ok(f, "c", NC_ACT_START, NULL, "succeeded");
+  EXPECT_STR(launched_machine(f, "c"), "pc-i440fx-9.2");
+
+  /* Not listed, or listed but not a PC: 422 on "machine", naming the
+   * supported ones. Nothing is recorded. */
+  int rc = create(f, "{\"name\":\"d\",\"image\":\"img\",\"machine\":\"pc-i440fx-11.0\"}",
+                  &out, &err);
+  expect_err(rc, &err, 422, "unprocessable", "\"pc-i440fx-11.0\" is not one this node's QEMU");
+  EXPECT_STR(err.field, "machine");
+  EXPECT_CONTAINS(err.message, "supports pc, pc-i440fx-10.0, q35, pc-q35-10.0, pc-i440fx-9.2");
+  rc = create(f, "{\"name\":\"d\",\"image\":\"img\",\"machine\":\"microvm\"}", &out, &err);
+  expect_err(rc, &err, 422, "unprocessable", "\"microvm\"");
+  EXPECT_STR(err.field, "machine");
+  if (strstr(err.message, "supports") && strstr(strstr(err.message, "supports"), "microvm"))
+    fail_msg("microvm offered as supported: %s", err.message);
+  json_t *l = nc_vmm_list(f->vmm);
+  EXPECT_I64(json_array_size(json_object_get(l, "vms")), 3);
+  json_decref(l);
+
+  /* A clone keeps its source's type (its internal snapshots need it). */
+  act_ok(f, "c", NC_ACT_STOP, NULL, "succeeded");
+  json_t *body = parse("{\"name\":\"c2\"}");
+  EXPECT_RC(nc_vmm_clone(f->vmm, "c", body, &out, &err), 0);
+  json_decref(body);
+  char id[32];
+  op_id(out, id, sizeof id);
+  json_decref(out);
+  json_decref(wait_op(f, id, "succeeded"));
+  EXPECT_STR(vm_field(f, "c2", "machine"), "pc-i440fx-9.2");
+  check_and_stop(f);
+}
+
+/* When QEMU cannot be asked the VM is still created, with "pc" as before;
+ * a driver without machine types (the noop driver) does the same. */
+static void test_machine_unknown_falls_back_to_pc(void **state) {
+  struct fx *f = *state;
+  use_machines(f, NULL, NC_E_HV);
+  running_vm(f, "a");
+  EXPECT_STR(vm_field(f, "a", "machine"), "pc");
+  EXPECT_STR(launched_machine(f, "a"), "pc");
+  use_machines(f, NULL, 0); /* -ENOTSUP */
+  running_vm(f, "b");
+  EXPECT_STR(vm_field(f, "b", "machine"), "pc");
+  check_and_stop(f);
+}
+
+/* A record stored before specs had a machine loads, shows "pc" and runs
+ * with -machine pc as it always did. */
+static void test_machine_old_record_runs_pc(void **state) {
+  struct fx *f = *state;
+  give_qemu_10_0(f);
+  json_t *out;
+  struct nc_errinfo err;
+  EXPECT_RC(create(f, "{\"name\":\"old\",\"image\":\"img\"}", &out, &err), 0);
+  json_decref(out);
+  stop_manager(f);
+  struct nc_kv kv;
+  EXPECT_RC(nc_store_get(f->w.store, "/nc/vms/old", &kv), 0);
+  json_t *rec = json_loadb(kv.value, kv.value_len, 0, NULL);
+  nc_kv_free(&kv);
+  EXPECT_STR(jstr(json_object_get(rec, "spec"), "machine"), "pc-i440fx-10.0");
+  json_object_del(json_object_get(rec, "spec"), "machine");
+  char *text = json_dumps(rec, JSON_COMPACT);
+  json_decref(rec);
+  EXPECT_RC(nc_store_put(f->w.store, "/nc/vms/old", text, strlen(text), 0, NULL), 0);
+  free(text);
+
+  start_manager(f);
+  EXPECT_STR(vm_field(f, "old", "machine"), "pc");
+  act_ok(f, "old", NC_ACT_START, NULL, "succeeded");
+  EXPECT_STR(launched_machine(f, "old"), "pc");
+  check_and_stop(f);
+}
+
+static json_t *incoming_spec(const char *machine) {
+  json_t *j = parse("{\"name\":\"mig\",\"vcpus\":1,\"memory_bytes\":268435456,"
+                    "\"image\":\"img\",\"nic\":\"user\",\"labels\":{},\"cmdline_append\":\"\"}");
+  if (machine)
+    json_object_set_new(j, "machine", json_string(machine));
+  return j;
+}
+
+/* A migration's destination runs the VM's own type, and refuses one its
+ * QEMU lacks before it creates anything. */
+static void test_machine_incoming(void **state) {
+  struct fx *f = *state;
+  give_qemu_10_0(f);
+  int launches = fake_hv_count(&f->w.hv, &f->w.hv.launches);
+  struct nc_vmm_ext *x = NULL;
+  struct nc_errinfo err = {0};
+  json_t *spec = incoming_spec("pc-i440fx-10.1");
+  int rc = nc_vmm_ext_incoming(f->vmm, spec, "vm.migrate-in", &x, &err);
+  json_decref(spec);
+  expect_err(rc, &err, 409, "machine_unsupported", "\"pc-i440fx-10.1\"");
+  EXPECT_STR(err.field, "vm.machine");
+  EXPECT_CONTAINS(err.message, "older than the source's");
+  EXPECT_CONTAINS(err.message, "pc-i440fx-10.0");
+  json_t *l = nc_vmm_list(f->vmm);
+  EXPECT_I64(json_array_size(json_object_get(l, "vms")), 0);
+  json_decref(l);
+  EXPECT_I64(fake_hv_count(&f->w.hv, &f->w.hv.launches), launches);
+  EXPECT_I64(f->w.overlays, 0);
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/vms/mig", f->w.data_dir);
+  EXPECT_TRUE(access(dir, F_OK) != 0);
+
+  /* An older type this QEMU still has: launched with it, unchanged. */
+  spec = incoming_spec("pc-i440fx-9.2");
+  EXPECT_RC(nc_vmm_ext_incoming(f->vmm, spec, "vm.migrate-in", &x, &err), 0);
+  json_decref(spec);
+  EXPECT_STR(launched_machine(f, "mig"), "pc-i440fx-9.2");
+  EXPECT_STR(vm_field(f, "mig", "machine"), "pc-i440fx-9.2");
+  nc_errinfo_set(&err, 500, "internal", NULL, "test over");
+  nc_vmm_ext_finish(x, NC_E_CANCELLED, &err, NC_EXT_REMOVE);
+
+  /* From a source older than this change (no machine): "pc", as before. */
+  spec = incoming_spec(NULL);
+  EXPECT_RC(nc_vmm_ext_incoming(f->vmm, spec, "vm.migrate-in", &x, &err), 0);
+  json_decref(spec);
+  EXPECT_STR(launched_machine(f, "mig"), "pc");
+  EXPECT_STR(vm_field(f, "mig", "machine"), "pc");
+  nc_vmm_ext_finish(x, NC_E_CANCELLED, &err, NC_EXT_REMOVE);
+  check_and_stop(f);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -997,6 +1179,10 @@ int main(void) {
       T(test_clone),
       T(test_too_many_operations),
       T(test_node_json),
+      T(test_machine_pinned_at_create),
+      T(test_machine_unknown_falls_back_to_pc),
+      T(test_machine_old_record_runs_pc),
+      T(test_machine_incoming),
   };
 #undef T
   return cmocka_run_group_tests(tests, NULL, NULL);

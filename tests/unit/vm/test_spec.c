@@ -25,7 +25,7 @@ struct row {
 static char name63[64], name64[65], name300[301], cmd1025[1026], cmd1024[1025];
 static char req_name63[200], req_name64[200], req_name300[500], req_cmd1025[1200],
     req_cmd1024[1200], req_labels33[2000], req_labels32[2000], req_labelkey64[300],
-    req_labelval64[300];
+    req_labelval64[300], req_machine64[300];
 
 static void build_long_requests(void) {
   memset(name63, 'a', 63);
@@ -49,6 +49,8 @@ static void build_long_requests(void) {
   }
   snprintf(req_labelkey64, sizeof req_labelkey64,
            "{\"name\":\"w\",\"image\":\"img\",\"labels\":{\"%s\":\"v\"}}", name64);
+  snprintf(req_machine64, sizeof req_machine64,
+           "{\"name\":\"w\",\"image\":\"img\",\"machine\":\"%s\"}", name64);
   snprintf(req_labelval64, sizeof req_labelval64,
            "{\"name\":\"w\",\"image\":\"img\",\"labels\":{\"k\":\"%s\"}}", name64);
 }
@@ -181,6 +183,18 @@ static const struct row *rows(size_t *n) {
       {req_labels33, 400, "invalid_field", "labels", "at most 32"},
       {req_labelkey64, 400, "invalid_field", "labels", "1-63"},
       {req_labelval64, 400, "invalid_field", "labels", "at most 63"},
+      /* ---- machine (syntax only; the manager checks QEMU has it) ---- */
+      OK("{\"name\":\"w\",\"image\":\"img\",\"machine\":\"pc-i440fx-9.2\"}"),
+      OK("{\"name\":\"w\",\"image\":\"img\",\"machine\":\"q35\"}"),
+      BAD("{\"name\":\"w\",\"image\":\"img\",\"machine\":\"pc,accel=kvm\"}",
+          "invalid_field", "machine", "\"pc,accel=kvm\" is not a QEMU machine type"),
+      BAD("{\"name\":\"w\",\"image\":\"img\",\"machine\":\"\"}", "invalid_field",
+          "machine", "like pc-i440fx-10.0"),
+      BAD("{\"name\":\"w\",\"image\":\"img\",\"machine\":\"pc i440fx\"}", "invalid_field",
+          "machine", "letters, digits"),
+      BAD("{\"name\":\"w\",\"image\":\"img\",\"machine\":7}", "invalid_field", "machine",
+          "string"),
+      {req_machine64, 400, "invalid_field", "machine", "1-63"},
   };
   *n = sizeof r / sizeof r[0];
   return r;
@@ -252,6 +266,7 @@ static void test_defaults(void **state) {
   EXPECT_I64(spec.nic, NC_NIC_USER);
   EXPECT_I64(start, false);
   EXPECT_STR(spec.cmdline_append, "");
+  EXPECT_STR(spec.machine, ""); /* the manager pins it */
   EXPECT_I64(json_object_size(spec.labels), 0);
   nc_vm_spec_clear(&spec);
   json_decref(req);
@@ -285,7 +300,7 @@ static void test_round_trip(void **state) {
   (void)state;
   json_t *req = json_loads("{\"name\":\"db-2\",\"vcpus\":3,\"memory\":1610612736,\"image\":\"img\","
                            "\"labels\":{\"a\":\"b\",\"c\":\"\"},\"nic\":\"none\","
-                           "\"cmdline_append\":\"x=1 y\"}",
+                           "\"cmdline_append\":\"x=1 y\",\"machine\":\"pc-i440fx-7.2\"}",
                            0, NULL);
   struct nc_vm_spec a, b, c;
   bool start;
@@ -296,7 +311,9 @@ static void test_round_trip(void **state) {
   EXPECT_STR(json_string_value(json_object_get(j, "memory")), "1536M");
   EXPECT_I64(json_integer_value(json_object_get(j, "memory_bytes")), 1610612736);
   EXPECT_STR(json_string_value(json_object_get(j, "nic")), "none");
+  EXPECT_STR(json_string_value(json_object_get(j, "machine")), "pc-i440fx-7.2");
   EXPECT_RC(nc_vm_spec_from_json(j, &b), 0);
+  EXPECT_STR(b.machine, "pc-i440fx-7.2");
   EXPECT_STR(b.name, a.name);
   EXPECT_STR(b.image, a.image);
   EXPECT_STR(b.cmdline_append, a.cmdline_append);
@@ -307,11 +324,36 @@ static void test_round_trip(void **state) {
   nc_vm_spec_copy(&c, &b);
   EXPECT_TRUE(json_equal(c.labels, a.labels));
   EXPECT_TRUE(c.labels != b.labels);
+  EXPECT_STR(c.machine, "pc-i440fx-7.2");
   nc_vm_spec_clear(&a);
   nc_vm_spec_clear(&b);
   nc_vm_spec_clear(&c);
   json_decref(j);
   json_decref(req);
+}
+
+/* A record stored before specs had a machine: it reads back as "pc", the
+ * type it always ran, and is written out with it from then on. An unset
+ * machine (a create request before the manager pins it) is also "pc". */
+static void test_round_trip_without_machine(void **state) {
+  (void)state;
+  json_t *old = json_loads("{\"name\":\"old-1\",\"vcpus\":1,\"memory\":\"256M\","
+                           "\"memory_bytes\":268435456,\"image\":\"img\",\"nic\":\"user\","
+                           "\"labels\":{},\"cmdline_append\":\"\"}",
+                           0, NULL);
+  assert_non_null(old);
+  struct nc_vm_spec s;
+  EXPECT_RC(nc_vm_spec_from_json(old, &s), 0);
+  EXPECT_STR(s.machine, "pc");
+  json_t *j = nc_vm_spec_to_json(&s);
+  EXPECT_STR(json_string_value(json_object_get(j, "machine")), "pc");
+  json_decref(j);
+  s.machine[0] = '\0';
+  j = nc_vm_spec_to_json(&s);
+  EXPECT_STR(json_string_value(json_object_get(j, "machine")), "pc");
+  json_decref(j);
+  nc_vm_spec_clear(&s);
+  json_decref(old);
 }
 
 static void test_from_json_rejects(void **state) {
@@ -325,6 +367,13 @@ static void test_from_json_rejects(void **state) {
       "{\"name\":\"a\",\"vcpus\":1,\"memory_bytes\":-1,\"image\":\"i\",\"nic\":\"user\"}",
       "{\"name\":\"a\",\"vcpus\":\"1\",\"memory_bytes\":1,\"image\":\"i\",\"nic\":\"user\"}",
       "{\"name\":\"a\",\"vcpus\":1,\"memory_bytes\":1,\"nic\":\"user\"}",
+      /* a machine that would smuggle options into -machine, or no string */
+      "{\"name\":\"a\",\"vcpus\":1,\"memory_bytes\":1,\"image\":\"i\",\"nic\":\"user\","
+      "\"machine\":\"pc,accel=kvm\"}",
+      "{\"name\":\"a\",\"vcpus\":1,\"memory_bytes\":1,\"image\":\"i\",\"nic\":\"user\","
+      "\"machine\":\"\"}",
+      "{\"name\":\"a\",\"vcpus\":1,\"memory_bytes\":1,\"image\":\"i\",\"nic\":\"user\","
+      "\"machine\":1}",
       "[]",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -430,6 +479,7 @@ int main(void) {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_every_field),
       cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_round_trip_without_machine),
       cmocka_unit_test(test_from_json_rejects),
       cmocka_unit_test(test_name_valid),
       cmocka_unit_test(test_check_fields),
