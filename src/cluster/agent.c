@@ -103,6 +103,9 @@ static void adopt_record(struct nc_cluster *c, json_t *vm) {
                            json_object_get(vm, "cmdline_append"));
   if (!spec)
     return;
+  json_t *machine = json_object_get(vm, "machine"); /* pinned at create: keep it */
+  if (json_is_string(machine))
+    json_object_set(spec, "machine", machine);
   json_t *rec = json_pack("{s:s, s:o, s:b, s:s, s:b, s:i, s:s}", "name", name, "spec", spec,
                           "start", strcmp(jstr(vm, "desired_state"), "running") == 0, "node",
                           c->node, "ha", 0, "ha_priority", 0, "status", "created");

@@ -129,11 +129,15 @@ static int src_prepare_dest(struct src *s, struct nc_errinfo *err) {
     json_t *perr = json_object_get(resp, "error");
     const char *msg = json_string_value(json_object_get(perr, "message"));
     const char *code = json_string_value(json_object_get(perr, "code"));
-    /* A base disk that differs is the operator's to fix on the destination:
-     * its code and field say so, not the address. */
-    bool mismatch = status == 409 && code && strcmp(code, "image_mismatch") == 0;
-    rc = nc_errinfo_set(err, status == 401 ? 401 : 409,
-                        mismatch ? "image_mismatch" : "peer_refused", mismatch ? "base_disk" : "to",
+    const char *field = json_string_value(json_object_get(perr, "field"));
+    /* A conflict the destination names (image_mismatch on base_disk,
+     * machine_unsupported on vm.machine, ...) is the operator's to fix
+     * there: keep its code and field rather than pointing at the address. */
+    bool named = status == 409 && code && field && strlen(code) < 32 && strlen(field) < 64;
+    char ncode[32], nfield[64];
+    snprintf(ncode, sizeof ncode, "%s", named ? code : "peer_refused");
+    snprintf(nfield, sizeof nfield, "%s", named ? field : "to");
+    rc = nc_errinfo_set(err, status == 401 ? 401 : 409, ncode, nfield,
                         "the destination %s refused the migration (HTTP %ld): %s", s->to, status,
                         msg ? msg : "no reason given");
     json_decref(resp);
