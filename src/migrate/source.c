@@ -445,8 +445,10 @@ static int src_run(struct src *s, struct nc_errinfo *err) {
   /* Nothing to undo yet: the destination drops what it prepared when no
    * DWCP session comes. */
   int rc = src_prepare_dest(s, err);
-  if (rc)
+  if (rc) {
+    nc__mig_count(s->m, "source", "failed");
     return rc;
+  }
   if ((rc = src_connect(s, err)) != 0 || (rc = src_negotiate(s, err)) != 0 ||
       (rc = src_listen(s, err)) != 0 || (rc = src_mirror_disk(s, err)) != 0 ||
       (rc = src_start_stream(s, err)) != 0 || (rc = nc__mig_src_precopy(s, err)) != 0)

@@ -567,6 +567,18 @@ DOWNTIME_RE = re.compile(r" s \(\w+\), downtime (\d+) ms, ")
 RAM_RE = re.compile(r"\(([\d.]+)% of the guest's (\d+) MiB of RAM\)")
 
 
+def metric(node, series):
+    """The value of one series (name{labels} as rendered) on node's
+    /metrics, 0.0 when the series is not there yet."""
+    body = node.api.expect(200, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, val = line.rpartition(" ")
+            if name == series:
+                return float(val)
+    return 0.0
+
+
 def parse_final(message):
     """{'pages','zero','ref','delta','raw','stored','wire_mib','stream_mib',
     'kernel_delta','downtime_ms','ram_pct','ram_mib'} from

@@ -258,6 +258,8 @@ class MigrateBadInput(M.MigrationCase):
         # ---- another base disk under the image's name: refused, nothing made ----
         c = self.node_with_other_base_disk(b)
         ops_a, ops_c = self.ops(a), self.ops(c)
+        failed = 'novacron_migrations_total{role="source",result="failed"}'
+        failed0 = M.metric(a, failed)
         t = time.monotonic()
         op = a.migrate(NAME, c)
         done = a.wait_op(op, 60)
@@ -274,6 +276,8 @@ class MigrateBadInput(M.MigrationCase):
             if part not in msg:
                 fail("the image_mismatch error does not say %r: %r" % (part, msg))
         M.expect_runs_here(a, NAME, pid=vm["pid"], heartbeats=5)
+        expect_eq("A's %s after a migration refused at prepare" % failed, failed0 + 1,
+                  M.metric(a, failed))
         expect_eq("operations on A after the refused migration",
                   sorted(ops_a + [op["id"]]), sorted(self.ops(a)))
         expect_eq("vms on C", [], c.vm_names())
