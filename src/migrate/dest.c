@@ -534,8 +534,21 @@ static void *dst_main(void *arg) {
   return NULL;
 }
 
-int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
-                        struct nc_errinfo *err) {
+/* What a prepare request asks for, once checked (incoming_check). */
+struct incoming_req {
+  json_t *vm; /* borrowed from the body */
+  int streams;
+  bool tls;
+  uint8_t src_fp[NC_TLS_FP_LEN];
+  bool has_prev;
+  uint8_t prev_digest[16];
+  const char *source; /* borrowed; "" when absent */
+};
+
+/* Checks a prepare request against what this node can do. Nothing is
+ * created here, so a refusal leaves nothing behind. */
+static int incoming_check(struct nc_migrate *m, json_t *body, struct incoming_req *q,
+                          struct nc_errinfo *err) {
   static const char *const allowed[] = {"vm",          "source",      "streams",
                                         "tls",         "fingerprint", "prev_record",
                                         "hde_version", "base_disk",   NULL};
@@ -553,86 +566,128 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                           "decodes v%d: run the same NovaCron release on both nodes",
                           json_is_integer(hv) ? (long long)json_integer_value(hv) : 2LL,
                           NC_HDE_VERSION);
-  json_t *vm = json_object_get(body, "vm");
+  q->vm = json_object_get(body, "vm");
   json_t *st = json_object_get(body, "streams");
-  if (!json_is_object(vm))
+  if (!json_is_object(q->vm))
     return nc_errinfo_set(err, 400, "missing_field", "vm", "field \"vm\" (the spec) is required");
   if (!json_is_integer(st) || json_integer_value(st) < 1 ||
       json_integer_value(st) > NC_AMST_STREAMS_MAX)
     return nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
                           NC_AMST_STREAMS_MAX);
+  q->streams = (int)json_integer_value(st);
   /* TLS: the source asks, our dwcp_tls may insist (a missing "tls" is an
    * older source: plain TCP). */
   json_t *tv = json_object_get(body, "tls");
   json_t *fv = json_object_get(body, "fingerprint");
-  uint8_t src_fp[NC_TLS_FP_LEN];
   if (tv && !json_is_boolean(tv))
     return nc_errinfo_set(err, 400, "invalid_field", "tls", "tls must be true or false");
-  if (fv && nc_tls_fp_parse(json_string_value(fv), src_fp) != 0)
+  if (fv && nc_tls_fp_parse(json_string_value(fv), q->src_fp) != 0)
     return nc_errinfo_set(err, 400, "invalid_field", "fingerprint",
                           "fingerprint must be the SHA-256 of the source's certificate, 64 hex "
                           "digits");
   json_t *pv = json_object_get(body, "prev_record");
-  uint8_t prev_digest[16];
   const char *pvs = json_string_value(pv);
-  if (pv && (!pvs || strlen(pvs) != 32))
+  if (pv && (!pvs || strlen(pvs) != 2 * sizeof q->prev_digest ||
+             nc_hex_decode(pvs, sizeof q->prev_digest, q->prev_digest) != 0))
     return nc_errinfo_set(err, 400, "invalid_field", "prev_record",
                           "prev_record must be a record digest, 32 hex digits");
-  for (int i = 0; pvs && i < 16; i++) {
-    unsigned v;
-    if (sscanf(pvs + 2 * i, "%2x", &v) != 1)
-      return nc_errinfo_set(err, 400, "invalid_field", "prev_record",
-                            "prev_record must be a record digest, 32 hex digits");
-    prev_digest[i] = (uint8_t)v;
-  }
-  bool want_tls = json_is_true(tv);
+  q->has_prev = pvs != NULL;
+  q->tls = json_is_true(tv);
   bool need_tls =
       m->cfg.tls_mode == NC_MIGRATE_TLS_ON ||
       (m->cfg.tls_mode == NC_MIGRATE_TLS_AUTO && !nc__mig_is_loopback(m->cfg.dwcp_host));
-  if (!want_tls && need_tls)
+  if (!q->tls && need_tls)
     return nc_errinfo_set(err, 409, "tls_required", "tls",
                           "this node takes DWCP only over TLS 1.3 (dwcp_tls = %s, DWCP address "
                           "%s); the source asked for plain TCP: set dwcp_tls = auto or on there "
                           "(or off on both nodes, on a trusted network)",
                           nc__mig_tls_mode_name(m->cfg.tls_mode), m->cfg.dwcp_host);
-  if (want_tls && !m->cfg.tls)
+  if (q->tls && !m->cfg.tls)
     return nc_errinfo_set(err, 503, "unavailable", "tls",
                           "this node has no DWCP key, so it cannot take TLS (see its log)");
-  if (want_tls && !fv)
+  if (q->tls && !fv)
     return nc_errinfo_set(err, 400, "missing_field", "fingerprint",
                           "with tls, fingerprint (the source's certificate SHA-256) is required");
+  json_t *src = json_object_get(body, "source");
+  q->source = json_is_string(src) ? json_string_value(src) : "";
   /* The overlay we would create reads what the VM never wrote from our
    * base disk of its image: the same content as the source's, or nothing
    * is created here. */
-  if ((rc = nc__mig_dst_check_base_disk(m, body, err)) != 0)
+  return nc__mig_dst_check_base_disk(m, body, err);
+}
+
+/* The source mirrors its disk overlay into this export. QEMU serves it on
+ * a unix socket only; the network side is our relay (relay.h), which
+ * admits only the source (TLS pin, session id). */
+static int dst_export_disk(struct dst *d, struct nc_errinfo *err) {
+  char nbd_sock[1200], desc[256];
+  snprintf(nbd_sock, sizeof nbd_sock, "%s/mig-nbd-in.sock", nc_vmm_ext_run_dir(d->x));
+  unlink(nbd_sock);
+  int rc = nc__mig_qmp(
+      d->x, "nbd-server-start",
+      json_pack("{s:{s:s, s:{s:s}}}", "addr", "type", "unix", "data", "path", nbd_sock), NULL,
+      desc, sizeof desc);
+  if (rc == 0)
+    rc = nc__mig_qmp(d->x, "block-export-add",
+                     json_pack("{s:s, s:s, s:s, s:b, s:s}", "type", "nbd", "id", "mig-disk0",
+                               "node-name", "disk0", "writable", 1, "name", "disk0"),
+                     NULL, desc, sizeof desc);
+  if (rc == 0) {
+    rc = nc__relay_dest(d->m->cfg.dwcp_host, d->tls ? d->m->cfg.tls : NULL,
+                        d->tls ? d->src_fp : NULL, d->session, nbd_sock, &d->nbd_port,
+                        &d->relay);
+    if (rc)
+      snprintf(desc, sizeof desc, "cannot open the disk relay on %s: %s", d->m->cfg.dwcp_host,
+               nc_strerror(rc));
+  }
+  if (rc)
+    nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot export the disk: %s", desc);
+  return rc;
+}
+
+/* The answer the source connects with: session, ports, our fingerprint. */
+static json_t *incoming_answer(struct dst *d) {
+  char hex[33];
+  nc_hex_encode(d->session, 16, hex);
+  json_t *out = json_pack("{s:s, s:i, s:i, s:s, s:b}", "session", hex, "port",
+                          nc_amst_listener_port(d->l), "nbd_port", d->nbd_port, "operation",
+                          nc_op_id(nc_vmm_ext_op(d->x)), "tls", d->tls);
+  if (out && d->m->cfg.tls) {
+    char fp[NC_TLS_FP_HEX_LEN + 1];
+    nc_tls_fp_to_hex(nc_tls_fingerprint(d->m->cfg.tls), fp);
+    json_object_set_new(out, "fingerprint", json_string(fp));
+  }
+  return out;
+}
+
+int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
+                        struct nc_errinfo *err) {
+  struct incoming_req q = {0};
+  int rc = incoming_check(m, body, &q, err);
+  if (rc)
     return rc;
   struct dst *d = calloc(1, sizeof *d);
   if (!d)
     return -ENOMEM;
   d->m = m;
-  d->streams = (int)json_integer_value(st);
-  d->tls = want_tls;
-  d->src_pinned = want_tls;
-  d->has_prev = pvs != NULL;
-  memcpy(d->prev_digest, prev_digest, pvs ? sizeof prev_digest : 0);
-  memcpy(d->src_fp, src_fp, want_tls ? sizeof src_fp : 0);
-  json_t *src = json_object_get(body, "source");
-  snprintf(d->source, sizeof d->source, "%s", json_is_string(src) ? json_string_value(src) : "");
+  d->streams = q.streams;
+  d->tls = q.tls;
+  d->src_pinned = q.tls;
+  d->has_prev = q.has_prev;
+  memcpy(d->prev_digest, q.prev_digest, sizeof d->prev_digest);
+  memcpy(d->src_fp, q.src_fp, sizeof d->src_fp);
+  snprintf(d->source, sizeof d->source, "%s", q.source);
   nc_rand_system()->fill(nc_rand_system(), d->session, sizeof d->session);
   memcpy(&d->session64, d->session, sizeof d->session64);
   d->session64 |= 1; /* the page cache reserves 0 for "no session" */
   rc = nc_amst_listen(m->cfg.dwcp_host, 0, &d->l);
   if (rc) {
-    free(d);
-    return nc_errinfo_set(err, 503, "unavailable", NULL, "cannot open a DWCP listener on %s: %s",
-                          m->cfg.dwcp_host, nc_strerror(rc));
+    nc_errinfo_set(err, 503, "unavailable", NULL, "cannot open a DWCP listener on %s: %s",
+                   m->cfg.dwcp_host, nc_strerror(rc));
+    goto fail;
   }
-  rc = nc_vmm_ext_incoming(m->cfg.vmm, vm, "vm.migrate-in", &d->x, err);
-  if (rc) {
-    nc_amst_listener_close(d->l);
-    free(d);
-    return rc;
-  }
+  if ((rc = nc_vmm_ext_incoming(m->cfg.vmm, q.vm, "vm.migrate-in", &d->x, err)) != 0)
+    goto fail;
   /* QEMU listens for the stream on a unix socket in the VM's directory. */
   char uri[1300], desc[256];
   snprintf(uri, sizeof uri, "unix:%s/mig-in.sock", nc_vmm_ext_run_dir(d->x));
@@ -640,63 +695,29 @@ int nc_migrate_incoming(struct nc_migrate *m, json_t *body, json_t **out,
                    sizeof desc);
   if (rc) {
     nc_errinfo_set(err, 500, "hypervisor_error", NULL, "migrate-incoming failed: %s", desc);
-    nc_amst_listener_close(d->l);
-    nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
-    free(d);
-    return rc;
+    goto fail;
   }
-  if (nc__mig_has_disk(d->x)) {
-    /* The source mirrors its disk overlay into this export. QEMU serves it
-     * on a unix socket only; the network side is our relay (relay.h),
-     * which admits only the source (TLS pin, session id). */
-    char nbd_sock[1200];
-    snprintf(nbd_sock, sizeof nbd_sock, "%s/mig-nbd-in.sock", nc_vmm_ext_run_dir(d->x));
-    unlink(nbd_sock);
-    rc = nc__mig_qmp(
-        d->x, "nbd-server-start",
-        json_pack("{s:{s:s, s:{s:s}}}", "addr", "type", "unix", "data", "path", nbd_sock), NULL,
-        desc, sizeof desc);
-    if (rc == 0)
-      rc = nc__mig_qmp(d->x, "block-export-add",
-                       json_pack("{s:s, s:s, s:s, s:b, s:s}", "type", "nbd", "id", "mig-disk0",
-                                 "node-name", "disk0", "writable", 1, "name", "disk0"),
-                       NULL, desc, sizeof desc);
-    if (rc == 0) {
-      rc = nc__relay_dest(m->cfg.dwcp_host, d->tls ? m->cfg.tls : NULL,
-                          d->tls ? d->src_fp : NULL, d->session, nbd_sock, &d->nbd_port,
-                          &d->relay);
-      if (rc)
-        snprintf(desc, sizeof desc, "cannot open the disk relay on %s: %s", m->cfg.dwcp_host,
-                 nc_strerror(rc));
-    }
-    if (rc) {
-      nc_errinfo_set(err, 500, "hypervisor_error", NULL, "cannot export the disk: %s", desc);
-      nc__relay_stop(d->relay);
-      nc_amst_listener_close(d->l);
-      nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
-      free(d);
-      return rc;
-    }
+  if (nc__mig_has_disk(d->x) && (rc = dst_export_disk(d, err)) != 0)
+    goto fail;
+  *out = incoming_answer(d);
+  if (!*out) {
+    rc = -ENOMEM;
+    nc_errinfo_set(err, 500, "internal", NULL, "out of memory");
+    goto fail;
   }
-  char hex[33];
-  nc_hex_encode(d->session, 16, hex);
-  *out = json_pack("{s:s, s:i, s:i, s:s, s:b}", "session", hex, "port",
-                   nc_amst_listener_port(d->l), "nbd_port", d->nbd_port, "operation",
-                   nc_op_id(nc_vmm_ext_op(d->x)), "tls", d->tls);
-  if (m->cfg.tls) {
-    char fp[NC_TLS_FP_HEX_LEN + 1];
-    nc_tls_fp_to_hex(nc_tls_fingerprint(m->cfg.tls), fp);
-    json_object_set_new(*out, "fingerprint", json_string(fp));
-  }
-  rc = nc__mig_spawn(m, dst_main, d);
-  if (rc) {
+  if ((rc = nc__mig_spawn(m, dst_main, d)) != 0) {
     json_decref(*out);
     *out = NULL;
-    nc__relay_stop(d->relay);
-    nc_amst_listener_close(d->l);
-    nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
-    free(d);
-    return nc_errinfo_set(err, 503, "unavailable", NULL, "cannot start the receiver");
+    nc_errinfo_set(err, 503, "unavailable", NULL, "cannot start the receiver");
+    goto fail;
   }
   return 0;
+
+fail: /* undo in reverse; the VM (if defined) goes with its files */
+  nc__relay_stop(d->relay);
+  nc_amst_listener_close(d->l);
+  if (d->x)
+    nc_vmm_ext_finish(d->x, rc, err, NC_EXT_REMOVE);
+  free(d);
+  return rc;
 }

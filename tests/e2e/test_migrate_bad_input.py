@@ -318,6 +318,20 @@ class MigrateBadInput(M.MigrationCase):
             M.expect_no_qemu(c)
             if os.path.exists(c.run_dir(NAME)):
                 fail("C refused the vm but made its directory %s" % c.run_dir(NAME))
+        # ---- a prev_record that is not 32 hex digits: 400, nothing made ----
+        # (" f" and "+1" pairs are what sscanf's %2x took before)
+        for bad in ("zz" * 16, " f" * 16, "+1" * 16, "ab" * 15 + "a", "ab" * 17, 7):
+            body = {"vm": {"name": NAME, "vcpus": 1, "memory_bytes": 256 << 20,
+                           "image": nc.IMAGE, "nic": "user", "labels": {},
+                           "cmdline_append": ""},
+                    "source": "a", "streams": 1, "base_disk": M.base_disk(),
+                    "prev_record": bad}
+            body.update(tls)
+            r = c.api.post("/v1/migrations/incoming", body)
+            expect_eq("C's answer to prev_record %r" % (bad,),
+                      (400, "invalid_field", "prev_record"),
+                      (r.status, r.error.get("code"), r.error.get("field")), repr(r))
+            expect_eq("vms on C", [], c.vm_names())
         watch.check()
 
         # ---- a stopped VM: 409 ----
