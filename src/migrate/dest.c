@@ -514,12 +514,7 @@ static void *dst_main(void *arg) {
   if (d->qemu_fd >= 0)
     close(d->qemu_fd);
   nc__relay_stop(d->relay);
-  if (d->a) {
-    nc__mig_track(d->m, d->a, false);
-    if (rc)
-      nc_amst_abort(d->a);
-    nc_amst_close(d->a);
-  }
+  nc__mig_session_end(d->m, d->a, rc);
   nc_amst_listener_close(d->l);
   nc_hde_dec_free(d->dec);
   free(d->plain);
@@ -567,14 +562,14 @@ static int incoming_check(struct nc_migrate *m, json_t *body, struct incoming_re
                           json_is_integer(hv) ? (long long)json_integer_value(hv) : 2LL,
                           NC_HDE_VERSION);
   q->vm = json_object_get(body, "vm");
-  json_t *st = json_object_get(body, "streams");
   if (!json_is_object(q->vm))
     return nc_errinfo_set(err, 400, "missing_field", "vm", "field \"vm\" (the spec) is required");
-  if (!json_is_integer(st) || json_integer_value(st) < 1 ||
-      json_integer_value(st) > NC_AMST_STREAMS_MAX)
+  q->streams = 0; /* required here: absent stays 0 and is refused */
+  if ((rc = nc__mig_int_field(body, "streams", 1, NC_AMST_STREAMS_MAX, "", &q->streams, err)))
+    return rc;
+  if (q->streams == 0)
     return nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
                           NC_AMST_STREAMS_MAX);
-  q->streams = (int)json_integer_value(st);
   /* TLS: the source asks, our dwcp_tls may insist (a missing "tls" is an
    * older source: plain TCP). */
   json_t *tv = json_object_get(body, "tls");

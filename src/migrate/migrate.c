@@ -158,6 +158,27 @@ void nc__mig_count(struct nc_migrate *m, const char *role, const char *result) {
     nc_metric_add(m->m_total, (const char *const[]){role, result}, 1);
 }
 
+int nc__mig_int_field(json_t *body, const char *name, int lo, int hi, const char *unit, int *out,
+                      struct nc_errinfo *err) {
+  json_t *v = json_object_get(body, name);
+  if (!v)
+    return 0;
+  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+    return nc_errinfo_set(err, 400, "invalid_field", name, "%s must be %d to %d%s", name, lo, hi,
+                          unit);
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
+void nc__mig_session_end(struct nc_migrate *m, struct nc_amst *a, int rc) {
+  if (!a)
+    return;
+  nc__mig_track(m, a, false);
+  if (rc)
+    nc_amst_abort(a);
+  nc_amst_close(a);
+}
+
 void nc_migrate_free(struct nc_migrate *m) {
   if (!m)
     return;

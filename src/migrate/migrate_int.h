@@ -241,6 +241,14 @@ int nc__mig_spawn(struct nc_migrate *m, void *(*fn)(void *), void *arg);
 void nc__mig_thread_done(struct nc_migrate *m);
 /* novacron_migrations_total{role, result} += 1 (no-op without metrics). */
 void nc__mig_count(struct nc_migrate *m, const char *role, const char *result);
+/* Optional integer field `name` of a request, lo..hi: *out is left as it is
+ * when the field is absent; else 0 or a 400 naming the field and the range
+ * ("<name> must be lo to hi<unit>"). */
+int nc__mig_int_field(json_t *body, const char *name, int lo, int hi, const char *unit, int *out,
+                      struct nc_errinfo *err);
+/* Ends a session's AMST side: untracked, aborted when the migration
+ * failed (the peer sees its streams drop), closed. Accepts a NULL a. */
+void nc__mig_session_end(struct nc_migrate *m, struct nc_amst *a, int rc);
 /* Is host a loopback address (127.0.0.0/8, ::1, ::ffff:127.x)? Then
  * dwcp_tls = auto leaves TLS off. */
 bool nc__mig_is_loopback(const char *host);

@@ -489,12 +489,7 @@ static void *src_main(void *arg) {
   char sock[1200];
   snprintf(sock, sizeof sock, "%s/mig-out.sock", nc_vmm_ext_run_dir(s->x));
   unlink(sock);
-  if (s->a) {
-    nc__mig_track(s->m, s->a, false);
-    if (rc)
-      nc_amst_abort(s->a);
-    nc_amst_close(s->a);
-  }
+  nc__mig_session_end(s->m, s->a, rc);
   nc_hde_enc_free(s->enc);
   nc_bootmap_free(s->boot);
   nc_hde_rec_free(s->prev);
@@ -561,34 +556,12 @@ int nc_migrate_start(struct nc_migrate *m, const char *name, json_t *body, json_
     }
     snprintf(s->mode, sizeof s->mode, "%s", mv);
   }
-  v = json_object_get(body, "streams");
-  if (v) {
-    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > NC_AMST_STREAMS_MAX) {
-      rc = nc_errinfo_set(err, 400, "invalid_field", "streams", "streams must be 1 to %d",
-                          NC_AMST_STREAMS_MAX);
-      goto fail;
-    }
-    s->streams = (int)json_integer_value(v);
-  }
-  v = json_object_get(body, "max_downtime_ms");
-  if (v) {
-    if (!json_is_integer(v) || json_integer_value(v) < 10 || json_integer_value(v) > 60000) {
-      rc = nc_errinfo_set(err, 400, "invalid_field", "max_downtime_ms",
-                          "max_downtime_ms must be 10 to 60000");
-      goto fail;
-    }
-    s->max_downtime_ms = (int)json_integer_value(v);
-  }
-  v = json_object_get(body, "timeout_s");
-  if (v) {
-    if (!json_is_integer(v) || json_integer_value(v) < 5 || json_integer_value(v) > 86400) {
-      rc = nc_errinfo_set(err, 400, "invalid_field", "timeout_s",
-                          "timeout_s must be 5 to 86400 seconds");
-      goto fail;
-    }
-    s->converge_timeout_s = (int)json_integer_value(v);
-  }
+  if ((rc = nc__mig_int_field(body, "streams", 1, NC_AMST_STREAMS_MAX, "", &s->streams, err)) ||
+      (rc = nc__mig_int_field(body, "max_downtime_ms", 10, 60000, "", &s->max_downtime_ms,
+                              err)) ||
+      (rc = nc__mig_int_field(body, "timeout_s", 5, 86400, " seconds", &s->converge_timeout_s,
+                              err)))
+    goto fail;
   rc = nc_vmm_ext_begin(m->cfg.vmm, name, NC_ACT_MIGRATE, "vm.migrate", true, &s->x, out, err);
   if (rc)
     goto fail;
